@@ -1,0 +1,18 @@
+"""sfhkit: star-formation and metallicity histories from galaxy spectra.
+
+Three lines to a model spectrum:
+
+    >>> import sfhkit, numpy as np
+    >>> model = sfhkit.ForwardModel(sfhkit.SSPGrid.default(), np.geomspace(3800, 9200, 3800), redshift=0.05, av=0.2)
+    >>> flux = model(sfhkit.histories.example_history())   # 1e-17 erg/s/cm2/A
+"""
+
+from . import histories
+from ._version import __version__
+from .cosmology import TimeBins, age_at_redshift_gyr, luminosity_distance_cm
+from .forward import ForwardModel
+from .lsf import LineSpread
+from .ssp import SSPGrid
+
+__all__ = ["ForwardModel", "LineSpread", "SSPGrid", "TimeBins", "__version__",
+           "age_at_redshift_gyr", "histories", "luminosity_distance_cm"]

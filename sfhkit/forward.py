@@ -1,0 +1,256 @@
+"""The differentiable forward model: SFH + metallicity history -> observed spectrum.
+
+    flux(lambda_obs) = Lsun / (4 pi d_L^2 (1+z)) * [ T(lambda) sum_i SFR_i int_bin_i L_SSP(t(z)-t, Z_i; lambda) dt
+                                                    + L_absorbed * D(lambda) ]
+
+in 1e-17 erg/s/cm2/A at observed vacuum wavelengths, where only stars formed before t(z) count
+(the bin holding t(z) in part), T is Calzetti attenuation, and D the Draine & Li dust emission
+carrying the absorbed luminosity (energy balance).
+
+Everything that does not depend on the history is precomputed at construction, per (grid,
+wavelengths, redshift): for each time bin and each grid metallicity, the SSP light of a unit SFR
+over that bin, broadened by the line-spread function, redshifted, resampled (flux-conserving) onto
+the target pixels and converted to flux.  A call is then an interpolation in metallicity (two
+weights per bin) and one matrix product.  Attenuation is applied per target pixel at its rest
+wavelength (Calzetti varies by less than 1e-4 across a pixel), so changing A_V rebuilds nothing.
+
+With `rank` set (the default), the (bin x metallicity) x pixel template matrix is replaced by its
+truncated SVD after normalising every template to unit norm, which turns the product into a gather
+of `rank` coefficients and one (batch, rank) x (rank, pixels) product; `compression_error` reports
+the largest relative residual over all templates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from astropy import units as u
+from astropy.cosmology import Cosmology
+
+from .cosmology import DEFAULT_COSMOLOGY, TimeBins, age_at_redshift_gyr, luminosity_distance_cm
+from .dust import calzetti_a_over_av, dust_emission_template
+from .lsf import LineSpread, broadening_matrix
+from .ssp import SSPGrid
+from .wavelength import check_wavelengths, pixel_edges, resampling_matrix
+
+FLUX_UNIT_ERG_S_CM2_A = 1e-17  # SDSS flux unit
+DUST_FREE_ABOVE_ANGSTROM = 31000.0  # the Calzetti curve is zero beyond 3.1 micron
+ENERGY_BIN_DLNLAM = 0.01  # log-wavelength bins for the absorbed-energy integral
+
+
+class ForwardModel(torch.nn.Module):
+    """Observed-frame spectra of histories (batch, 2, n_bins): SFR in Msun/yr, log10 Z/Zsun.
+
+    Parameters
+    ----------
+    grid : SSPGrid
+    wavelength : observed vacuum wavelengths (Angstrom, or an astropy Quantity), increasing
+    redshift : > 0
+    av : Calzetti A_V in magnitudes (>= 0); settable later through `model.av = ...`
+    cosmology : any astropy cosmology (Planck15 by default)
+    line_spread : optional `LineSpread` (velocity dispersion + instrument); None = no broadening
+    dust_emission : add Draine & Li dust emission by energy balance (qpah, umin, gamma)
+    rank : truncated-SVD rank of the template matrix (None: exact), see module docstring
+    """
+
+    def __init__(self, grid: SSPGrid, wavelength, redshift: float, av: float = 0.0,
+                 cosmology: Cosmology = DEFAULT_COSMOLOGY, *, time_bins: TimeBins | None = None,
+                 line_spread: LineSpread | None = None, dust_emission: bool = True,
+                 qpah: float = 3.5, umin: float = 1.0, gamma: float = 0.01,
+                 rank: int | None = 256, dtype=torch.float32, device="cpu"):
+        super().__init__()
+        if isinstance(wavelength, u.Quantity):
+            wavelength = wavelength.to_value(u.AA, equivalencies=u.spectral())
+        wavelength = check_wavelengths(wavelength, "wavelength")
+        redshift = float(redshift)
+        if not np.isfinite(redshift) or redshift <= 0:
+            raise ValueError(f"redshift must be finite and > 0, got {redshift!r}")
+        self.time_bins = time_bins or TimeBins(cosmology)
+        self.redshift = redshift
+        self.cosmology = cosmology
+        self.wavelength = wavelength
+        self.dtype_, self.device_ = dtype, torch.device(device)
+        self.age_at_z_gyr = float(age_at_redshift_gyr(redshift, cosmology))
+        lum_dist_cm = float(luminosity_distance_cm(redshift, cosmology))
+        flux_per_lsun = grid.lsun_erg_s / (4 * np.pi * lum_dist_cm ** 2 * (1 + redshift)) / FLUX_UNIT_ERG_S_CM2_A
+
+        # 1. Time: years of each time bin that fall in each SSP age cell (the bin holding t(z) in part).
+        edges = self.time_bins.edges
+        if self.age_at_z_gyr > grid.age_edges_gyr[-1] + 1e-9:
+            raise ValueError(f"the SSP grid's ages end at {grid.age_edges_gyr[-1]:.2f} Gyr, younger than "
+                             f"the universe at z={redshift} ({self.age_at_z_gyr:.2f} Gyr) in this cosmology")
+        active = np.nonzero(edges[:-1] < self.age_at_z_gyr)[0]
+        self.n_bins = self.time_bins.n_bins
+        self.register_buffer("active_bins", torch.as_tensor(active, device=self.device_))
+        age_hi = self.age_at_z_gyr - edges[active]                            # oldest age in bin
+        age_lo = np.clip(self.age_at_z_gyr - edges[active + 1], 0.0, None)   # youngest age in bin
+        cell = grid.age_edges_gyr
+        overlap_yr = 1e9 * np.clip(np.minimum(age_hi[:, None], cell[None, 1:])
+                                   - np.maximum(age_lo[:, None], cell[None, :-1]), 0.0, None)
+        self.formed_fraction = self.time_bins.fraction_formed_before(self.age_at_z_gyr)
+
+        # 2. Templates on the library's wavelengths: Lsun/A per (Msun/yr) in each (bin, logz).
+        lum = torch.from_numpy(np.ascontiguousarray(grid.luminosity))       # (age, logz, wave) float32
+        n_age, n_logz, n_native = lum.shape
+        native = torch.from_numpy(overlap_yr.astype(np.float32)) @ lum.reshape(n_age, -1)
+        native = native.reshape(active.size * n_logz, n_native).numpy()     # float32
+
+        # 3. Wavelengths: vacuum rest frame -> line-spread -> redshift -> target pixels.
+        rest = grid.vacuum_wavelength
+        library_edges = pixel_edges(rest) * (1 + redshift)
+        target_edges = pixel_edges(wavelength)
+        if target_edges[0] < library_edges[0] or target_edges[-1] > library_edges[-1]:
+            raise ValueError(
+                f"at z={redshift} the library covers observed {library_edges[0]:.0f}-{library_edges[-1]:.0f} A, "
+                f"not the requested {target_edges[0]:.0f}-{target_edges[-1]:.0f} A")
+        operator = resampling_matrix(rest * (1 + redshift), wavelength)
+        self.line_spread = line_spread
+        if line_spread is not None:
+            sigma = line_spread.sigma_kms(rest, redshift, grid.dataset["library_fwhm"].values)
+            operator = operator @ broadening_matrix(rest, sigma)
+        operator = sp.csr_matrix(operator)
+        templates = np.asarray((operator @ native.T).T, dtype=np.float64) * flux_per_lsun
+
+        # 4. Dust: attenuation per target pixel; absorbed energy on coarse rest-frame bins.
+        self.register_buffer("a_over_av_pixel", self._t(calzetti_a_over_av(wavelength / (1 + redshift))))
+        self.dust_emission = dust_emission
+        if dust_emission:
+            coarse_edges, integrate = _energy_bins(rest)
+            coarse_centres = np.sqrt(coarse_edges[1:] * coarse_edges[:-1])
+            energy = np.asarray((integrate @ native.T).T, dtype=np.float64) * flux_per_lsun
+            self.register_buffer("energy_templates", self._t(energy))        # (bin*logz, coarse)
+            self.register_buffer("a_over_av_coarse", self._t(calzetti_a_over_av(coarse_centres)))
+            dust_wave, dust_lum = dust_emission_template(qpah, umin, gamma)
+            on_library = np.interp(rest, dust_wave, dust_lum, left=0.0, right=0.0)
+            self.register_buffer("dust_template", self._t(operator @ on_library))  # 1/A per absorbed Lsun
+            self.dust_parameters = dict(qpah=qpah, umin=umin, gamma=gamma)
+
+        # 5. Metallicity axis and the template matrix, exact or compressed.
+        self.logz = grid.logz
+        dlogz = np.diff(self.logz)
+        if not np.allclose(dlogz, dlogz[0]):
+            raise ValueError("the grid's logz values must be evenly spaced")
+        self.logz_start, self.logz_step = float(self.logz[0]), float(dlogz[0])
+        self.n_logz = n_logz
+        self.rank = rank
+        if rank is None:
+            self.register_buffer("templates", self._t(templates))           # (bin*logz, pixel)
+            self.compression_error = 0.0
+        else:
+            coeff, basis, err = _compress(templates, rank)
+            self.register_buffer("coefficients", self._t(coeff).reshape(active.size, n_logz, -1))
+            self.register_buffer("basis", self._t(basis))                   # (rank, pixel)
+            self.compression_error = err
+        self.av = av
+
+    def _t(self, array):
+        return torch.as_tensor(np.asarray(array), dtype=self.dtype_, device=self.device_)
+
+    # --- A_V -------------------------------------------------------------------------------------
+    @property
+    def av(self) -> float:
+        return self._av
+
+    @av.setter
+    def av(self, value: float):
+        value = float(value)
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"av must be finite and >= 0, got {value!r}")
+        self._av = value
+
+    # --- the model ---------------------------------------------------------------------------------
+    def forward(self, history: torch.Tensor, av=None, validate: bool = True) -> torch.Tensor:
+        """Spectra (batch, n_wavelength) in 1e-17 erg/s/cm2/A for histories (batch, 2, n_bins).
+
+        `av` overrides the model's A_V: a float, or a tensor of shape (batch,) (differentiable).
+        `validate=False` skips the input checks (NaN, negative SFR) for the sampler, whose
+        intermediate histories may hold negative SFRs: the model is linear in SFR, so such a
+        history simply contributes negative light, and gradients stay informative."""
+        unbatched = history.dim() == 2
+        if unbatched:
+            history = history.unsqueeze(0)
+        if history.dim() != 3 or history.shape[1] != 2 or history.shape[2] != self.n_bins:
+            raise ValueError(f"history must have shape (batch, 2, {self.n_bins}) or (2, {self.n_bins}) "
+                             f"(SFR in Msun/yr, log10 Z/Zsun), got {tuple(history.shape)}")
+        history = history.to(device=self.device_, dtype=self.dtype_)
+        if validate:
+            if not torch.isfinite(history).all():
+                raise ValueError("history contains NaN or infinite values")
+            if (history[:, 0] < 0).any():
+                raise ValueError("history SFR (channel 0) must be >= 0 Msun/yr")
+        sfr = history[:, 0, self.active_bins]
+        logz = history[:, 1, self.active_bins]
+        u_idx = ((logz - self.logz_start) / self.logz_step).clamp(0, self.n_logz - 1)
+        lower = u_idx.detach().floor().clamp(max=self.n_logz - 2).long()
+        frac = u_idx - lower
+        w_lo, w_hi = sfr * (1 - frac), sfr * frac                              # (batch, bins)
+
+        if self.rank is None:
+            weights = torch.zeros(sfr.shape + (self.n_logz,), dtype=sfr.dtype, device=sfr.device)
+            weights = weights.scatter(2, lower.unsqueeze(-1), w_lo.unsqueeze(-1))
+            weights = weights.scatter_add(2, (lower + 1).unsqueeze(-1), w_hi.unsqueeze(-1))
+            weights = weights.reshape(sfr.shape[0], -1)
+            stellar = weights @ self.templates
+        else:
+            bins = torch.arange(sfr.shape[1], device=sfr.device)
+            c_lo = self.coefficients[bins, lower]                              # (batch, bins, rank)
+            c_hi = self.coefficients[bins, lower + 1]
+            coeff = (w_lo.unsqueeze(-1) * c_lo + w_hi.unsqueeze(-1) * c_hi).sum(1)
+            stellar = coeff @ self.basis
+
+        av = self._av if av is None else av
+        av_t = torch.as_tensor(av, dtype=self.dtype_, device=self.device_)
+        if validate and (not torch.isfinite(av_t).all() or (av_t < 0).any()):
+            raise ValueError("av must be finite and >= 0")
+        av_col = av_t.reshape(-1, 1) if av_t.dim() else av_t
+        flux = stellar * torch.pow(10.0, -0.4 * av_col * self.a_over_av_pixel)
+        if self.dust_emission:
+            absorbed_fraction = 1 - torch.pow(10.0, -0.4 * av_col * self.a_over_av_coarse)
+            absorbed = self._absorbed(lower, w_lo, w_hi, absorbed_fraction)
+            flux = flux + absorbed.unsqueeze(-1) * self.dust_template
+        return flux[0] if unbatched else flux
+
+    def _absorbed(self, lower, w_lo, w_hi, absorbed_fraction):
+        """Absorbed luminosity per history (flux units x Angstrom), from the two metallicity
+        neighbours of each bin: absorbed_fraction is (n_coarse,) or (batch, n_coarse)."""
+        per_template = (absorbed_fraction @ self.energy_templates.T).reshape(-1, lower.shape[1], self.n_logz)
+        per_template = per_template.expand(lower.shape[0], -1, -1)
+        e_lo = per_template.gather(2, lower.unsqueeze(-1)).squeeze(-1)
+        e_hi = per_template.gather(2, (lower + 1).unsqueeze(-1)).squeeze(-1)
+        return (w_lo * e_lo + w_hi * e_hi).sum(1)
+
+    def extra_repr(self):
+        return (f"z={self.redshift}, av={self._av}, n_wavelength={self.wavelength.size}, "
+                f"active_bins={self.active_bins.numel()}/{self.n_bins}, rank={self.rank}, "
+                f"line_spread={self.line_spread}")
+
+
+def _energy_bins(rest_wavelength):
+    """Log-spaced bins over the dust-affected rest wavelengths and the sparse matrix that
+    integrates a library-sampled flux density over each (trapezoid weights of library pixels)."""
+    lam = np.asarray(rest_wavelength, dtype=float)
+    lo, hi = lam[0], min(lam[-1], DUST_FREE_ABOVE_ANGSTROM)
+    n = int(np.ceil(np.log(hi / lo) / ENERGY_BIN_DLNLAM))
+    edges = np.geomspace(lo, hi, n + 1)
+    pix_edges = pixel_edges(lam)
+    width = np.diff(pix_edges)
+    which = np.searchsorted(edges, lam, side="right") - 1
+    keep = (which >= 0) & (which < n)
+    integrate = sp.csr_matrix((width[keep], (which[keep], np.nonzero(keep)[0])), shape=(n, lam.size))
+    return edges, integrate
+
+
+def _compress(templates: np.ndarray, rank: int):
+    """Truncated SVD of unit-norm-scaled templates: templates ~ coeff @ basis.  Returns the
+    coefficients (n_templates, rank), basis (rank, n_pixels) and the largest relative residual."""
+    norms = np.linalg.norm(templates, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    scaled = torch.from_numpy(templates / norms)
+    rank = min(rank, *scaled.shape)
+    # A few extra vectors and power iterations make the randomised SVD accurate to the tail.
+    _, _, v = torch.svd_lowrank(scaled, q=min(rank + 32, *scaled.shape), niter=6)
+    basis = v[:, :rank].T.contiguous()                                   # (rank, pixel)
+    coeff = scaled @ basis.T
+    residual = torch.linalg.vector_norm(scaled - coeff @ basis, dim=1).max().item()
+    return (coeff * torch.from_numpy(norms)).numpy(), basis.numpy(), residual

@@ -1,0 +1,75 @@
+"""Line-spread function: Gaussian broadening by velocity dispersion and instrumental resolution,
+less the resolution the stellar library already has.
+
+Per library pixel the broadening is a Gaussian in velocity with
+
+    sigma^2 = sigma_v^2 + sigma_instrument^2 - sigma_library^2      (km/s, clipped at 0)
+
+where sigma_instrument is given at observed wavelengths and sigma_library comes from the grid's
+`library_fwhm` (Angstrom FWHM, NaN where the library's resolution is unknown or coarser than any
+spectrograph: no broadening there).  The paper has none of this; issue 6 uses it on real data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+SPEED_OF_LIGHT_KMS = 299792.458
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+@dataclass(frozen=True)
+class LineSpread:
+    """Velocity dispersion (km/s) and instrumental sigma (km/s; a scalar, or an array given at
+    `instrument_wavelength` observed-frame Angstrom) for `ForwardModel(..., line_spread=...)`."""
+
+    velocity_dispersion_kms: float = 0.0
+    instrument_sigma_kms: float | np.ndarray = 0.0
+    instrument_wavelength: np.ndarray | None = None
+
+    def __post_init__(self):
+        if not np.isfinite(self.velocity_dispersion_kms) or self.velocity_dispersion_kms < 0:
+            raise ValueError("velocity_dispersion_kms must be finite and >= 0, got "
+                             f"{self.velocity_dispersion_kms!r}")
+        sig = np.asarray(self.instrument_sigma_kms, dtype=float)
+        if not np.all(np.isfinite(sig)) or np.any(sig < 0):
+            raise ValueError("instrument_sigma_kms must be finite and >= 0")
+        if sig.ndim == 1 and (self.instrument_wavelength is None
+                              or np.shape(self.instrument_wavelength) != sig.shape):
+            raise ValueError("an array instrument_sigma_kms needs instrument_wavelength of the same shape")
+
+    def sigma_kms(self, rest_wavelength, redshift: float, library_fwhm_angstrom) -> np.ndarray:
+        """Net Gaussian sigma (km/s) to apply at each rest-frame library wavelength."""
+        rest = np.asarray(rest_wavelength, dtype=float)
+        sig_inst = np.asarray(self.instrument_sigma_kms, dtype=float)
+        if sig_inst.ndim == 1:
+            sig_inst = np.interp(rest * (1 + redshift), self.instrument_wavelength, sig_inst)
+        lib_fwhm = np.asarray(library_fwhm_angstrom, dtype=float)
+        sig_lib = np.where(np.isfinite(lib_fwhm), SPEED_OF_LIGHT_KMS * lib_fwhm / FWHM_PER_SIGMA / rest, np.inf)
+        net2 = self.velocity_dispersion_kms ** 2 + sig_inst ** 2 - sig_lib ** 2
+        return np.sqrt(np.clip(net2, 0.0, None))
+
+
+def broadening_matrix(wavelength, sigma_kms, n_sigma: float = 5.0) -> sp.csr_matrix:
+    """Sparse (n, n) operator that convolves a flux density on the (possibly non-uniform) grid
+    `wavelength` with a Gaussian of velocity sigma `sigma_kms` (per output pixel).  Rows are
+    normalised so that a flat spectrum stays flat; pixels with sigma below a tenth of their
+    width are left untouched."""
+    lam = np.asarray(wavelength, dtype=float)
+    sig_a = lam * np.asarray(sigma_kms, dtype=float) / SPEED_OF_LIGHT_KMS * np.ones_like(lam)
+    width = np.gradient(lam)
+    rows, cols, vals = [], [], []
+    lo = np.searchsorted(lam, lam - n_sigma * sig_a, side="left")
+    hi = np.searchsorted(lam, lam + n_sigma * sig_a, side="right")
+    for i in range(lam.size):
+        if sig_a[i] < 0.1 * width[i]:
+            rows.append([i]); cols.append([i]); vals.append([1.0])
+            continue
+        j = np.arange(lo[i], hi[i])
+        k = np.exp(-0.5 * ((lam[j] - lam[i]) / sig_a[i]) ** 2) * width[j]
+        rows.append(np.full(j.size, i)); cols.append(j); vals.append(k / k.sum())
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(lam.size, lam.size))

