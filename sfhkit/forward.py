@@ -52,13 +52,16 @@ class ForwardModel(torch.nn.Module):
     line_spread : optional `LineSpread` (velocity dispersion + instrument); None = no broadening
     dust_emission : add Draine & Li dust emission by energy balance (qpah, umin, gamma)
     rank : truncated-SVD rank of the template matrix (None: exact), see module docstring
+    min_rest_wavelength : shortest rest-frame wavelength (A) allowed in `wavelength`; the model
+        has no intergalactic absorption, which matters below Lyman alpha (1216 A)
     """
 
     def __init__(self, grid: SSPGrid, wavelength, redshift: float, av: float = 0.0,
                  cosmology: Cosmology = DEFAULT_COSMOLOGY, *, time_bins: TimeBins | None = None,
                  line_spread: LineSpread | None = None, dust_emission: bool = True,
                  qpah: float = 3.5, umin: float = 1.0, gamma: float = 0.01,
-                 rank: int | None = 256, dtype=torch.float32, device="cpu"):
+                 rank: int | None = 128, min_rest_wavelength: float = 1216.0,
+                 dtype=torch.float32, device="cpu"):
         super().__init__()
         if isinstance(wavelength, u.Quantity):
             wavelength = wavelength.to_value(u.AA, equivalencies=u.spectral())
@@ -104,6 +107,11 @@ class ForwardModel(torch.nn.Module):
             raise ValueError(
                 f"at z={redshift} the library covers observed {library_edges[0]:.0f}-{library_edges[-1]:.0f} A, "
                 f"not the requested {target_edges[0]:.0f}-{target_edges[-1]:.0f} A")
+        if wavelength[0] / (1 + redshift) < min_rest_wavelength:
+            raise ValueError(
+                f"at z={redshift} the bluest requested wavelength is {wavelength[0] / (1 + redshift):.0f} A "
+                f"in the rest frame, below min_rest_wavelength={min_rest_wavelength} A: the model has no "
+                "intergalactic absorption (redshift too high for these wavelengths)")
         operator = resampling_matrix(rest * (1 + redshift), wavelength)
         self.line_spread = line_spread
         if line_spread is not None:
