@@ -1,5 +1,3 @@
-import os
-
 import numpy as np
 import pytest
 
@@ -7,10 +5,10 @@ from sfhkit import SSPGrid
 
 
 @pytest.fixture(scope="session")
-def grid(tmp_path_factory):
-    """The default BC03+MILES grid, from $SFHKIT_CACHE_DIR when set (built there once)."""
-    cache = os.environ.get("SFHKIT_CACHE_DIR") or tmp_path_factory.mktemp("ssp-cache")
-    return SSPGrid.default(cache_dir=cache, progress=False)
+def grid():
+    """The default BC03+MILES grid from the user cache ($SFHKIT_CACHE_DIR overrides), built once
+    there: the same cache the demo and notebooks use."""
+    return SSPGrid.default(progress=False)
 
 
 @pytest.fixture(scope="session")
