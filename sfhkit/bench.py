@@ -88,7 +88,9 @@ def _bench_bagpipes(wavelength, min_seconds) -> dict:
         components["delayed"]["tau"] = float(next(taus))
         model.update(components)
 
-    return {"bagpipes_version": getattr(bagpipes, "__version__", "?"),
+    from importlib.metadata import version
+
+    return {"bagpipes_version": version("bagpipes"),
             "bagpipes_update_per_s": round(_rate(update, 1, min_seconds), 1),
             "bagpipes_note": "model_galaxy.update with default R_spec=1000, same 3800 pixels"}
 
