@@ -48,6 +48,15 @@ def _grid_build(args) -> int:
     return 0
 
 
+def _data_synthetic(args) -> int:
+    from .data.synthetic import SyntheticConfig, build_synthetic_dataset
+
+    config = SyntheticConfig(n_galaxies=args.n_galaxies, seed=args.seed)
+    paths = build_synthetic_dataset(args.out, config, progress=not args.quiet)
+    print(json.dumps({split: str(p) for split, p in paths.items()}, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
 
@@ -68,6 +77,41 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--rebuild", action="store_true")
     build.set_defaults(func=_grid_build)
 
+    data = sub.add_parser("data", help="training and test histories")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    from .data import summary, tng
+    from .data.synthetic import SyntheticConfig
+
+    tng_cmd = data_sub.add_parser(
+        "tng", help="build the paper's TNG50 training/test set from the web API or local files",
+        description="Bin TNG star particles into 64-bin SFH+MH histories by the paper's rules and write "
+                    "<simulation>_snap<NNN>_{train,test}.nc.  Web API by default (key from --api-key or "
+                    "$TNG_API_KEY; cutouts cached and resumable); --base-path reads local files instead.")
+    tng_cmd.add_argument("--out", required=True, help="output folder")
+    tng_cmd.add_argument("--api-key", default=None, help="TNG API key (default: $TNG_API_KEY)")
+    tng_cmd.add_argument("--base-path", default=None,
+                         help="read local simulation files under this 'output' folder with illustris_python")
+    tng_cmd.add_argument("--simulation", default="TNG50-1")
+    tng_cmd.add_argument("--snapshot", type=int, default=99)
+    tng_cmd.add_argument("--cache-dir", default=None, help="where API cutouts are cached (resumable)")
+    tng_cmd.add_argument("--min-stellar-mass", type=float, default=1e5, help="Msun (default 1e5)")
+    tng_cmd.add_argument("--limit", type=int, default=None, help="only the first N selected subhalos")
+    tng_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    tng_cmd.set_defaults(func=tng.main)
+
+    syn = data_sub.add_parser("synthetic", help="regenerate the TNG-calibrated synthetic stand-in "
+                                                "(needs pip install 'sfhkit[synthetic]')")
+    syn.add_argument("--out", required=True, help="output folder")
+    syn.add_argument("--n-galaxies", type=int, default=SyntheticConfig.n_galaxies)
+    syn.add_argument("--seed", type=int, default=SyntheticConfig.seed)
+    syn.add_argument("--quiet", action="store_true")
+    syn.set_defaults(func=_data_synthetic)
+
+    summ = data_sub.add_parser("summary", help="distribution summary (JSON) of histories files "
+                                               "(default: the embedded test set)")
+    summ.add_argument("files", nargs="*")
+    summ.set_defaults(func=summary.main)
+
     bench = sub.add_parser("bench", help="benchmarks (print JSON)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     fwd = bench_sub.add_parser("forward", help="forward-model spectra per second vs bagpipes")
@@ -84,7 +128,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RuntimeError) as err:
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"sfhkit: error: {err}", file=sys.stderr)
         return 2
 

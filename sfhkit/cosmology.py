@@ -35,6 +35,18 @@ def luminosity_distance_cm(redshift, cosmology: Cosmology = DEFAULT_COSMOLOGY):
     return cosmology.luminosity_distance(_check_redshift(redshift)).to_value(u.cm)
 
 
+def redshift_at_age_gyr(age_gyr, cosmology: Cosmology = DEFAULT_COSMOLOGY) -> np.ndarray:
+    """Redshift at which the universe had age `age_gyr` (the inverse of age_at_redshift_gyr)."""
+    from astropy.cosmology import z_at_value
+
+    age = np.atleast_1d(np.asarray(age_gyr, dtype=float))
+    today = cosmology.age(0).to_value(u.Gyr)
+    if np.any(~np.isfinite(age) | (age <= 0) | (age > today * (1 + 1e-9))):
+        raise ValueError(f"ages must be in (0, {today:.4f}] Gyr, got {age_gyr!r}")
+    z = np.array([0.0 if a >= today else float(z_at_value(cosmology.age, a * u.Gyr, zmax=1e4)) for a in age])
+    return z.reshape(np.shape(age_gyr))
+
+
 @dataclass(frozen=True)
 class TimeBins:
     """Equal bins of cosmic time from the Big Bang (t = 0) to the age of the universe today.

@@ -1,8 +1,10 @@
 """Star-formation and metallicity histories: (2, n_bins) arrays, channel 0 the SFR of each time
 bin in Msun/yr (mass formed in the bin / bin width), channel 1 log10 Z/Zsun.
 
-For now: parametric histories averaged over the paper's time bins, used by the demo, the tests
-and the benchmarks.  Issue 3 adds the container with derived quantities.
+Parametric histories averaged over the paper's time bins (for the demo, tests and benchmarks),
+and the derived quantities used to describe a set of histories: formed mass, formation times
+(t50, t90), mass-weighted metallicity, burstiness and the quenched flag.  The derived quantities
+take numpy arrays of shape (..., 2, n_bins) and return arrays of shape (...).
 """
 
 from __future__ import annotations
@@ -54,3 +56,70 @@ def example_history(time_bins: TimeBins | None = None) -> torch.Tensor:
     centres = bins.centers
     logz = -1.0 + 1.15 * (1 - np.exp(-centres / 3.0)) / (1 - np.exp(-centres[-1] / 3.0))
     return torch.as_tensor(parametric_history("delayed", mass_formed_msun=3e10, logz=logz, time_bins=bins))
+
+
+def formed_mass_per_bin_msun(histories, time_bins: TimeBins | None = None) -> np.ndarray:
+    """Stellar mass formed in each bin (SFR x bin width), Msun, shape (..., n_bins)."""
+    bins = time_bins or TimeBins()
+    return np.asarray(histories)[..., SFR, :] * bins.widths
+
+
+def formed_mass_msun(histories, time_bins: TimeBins | None = None) -> np.ndarray:
+    """Total stellar mass formed from the Big Bang to today (not the surviving mass), Msun."""
+    return formed_mass_per_bin_msun(histories, time_bins).sum(axis=-1)
+
+
+def formation_time_gyr(histories, fraction: float, time_bins: TimeBins | None = None) -> np.ndarray:
+    """Cosmic time (Gyr) by which `fraction` of the formed mass had formed (t50 for 0.5, t90 for 0.9).
+
+    The SFR is constant within a bin, so the cumulative mass is linear there and the time is
+    interpolated exactly.  NaN for histories that formed no mass.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    bins = time_bins or TimeBins()
+    mass = formed_mass_per_bin_msun(histories, bins)
+    total = mass.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cumulative = np.concatenate([np.zeros_like(total), np.cumsum(mass, axis=-1)], axis=-1) / total
+    edges = bins.edges
+    # First edge at which the cumulative fraction reaches `fraction`; the crossing lies in the bin before.
+    k = np.argmax(cumulative >= fraction * (1 - 1e-12), axis=-1).clip(1, len(edges) - 1)
+    lo = np.take_along_axis(cumulative, (k - 1)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(cumulative, k[..., None], axis=-1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        step = np.clip(np.where(hi > lo, (fraction - lo) / (hi - lo), 0.0), 0.0, 1.0)
+    t = edges[k - 1] + step * (edges[k] - edges[k - 1])
+    return np.where(np.isfinite(cumulative).all(axis=-1) & (total[..., 0] > 0), t, np.nan)
+
+
+def mass_weighted_logz(histories, time_bins: TimeBins | None = None) -> np.ndarray:
+    """Formed-mass-weighted mean of log10 Z/Zsun over all bins (NaN if no mass formed)."""
+    h = np.asarray(histories)
+    mass = formed_mass_per_bin_msun(h, time_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (mass * h[..., LOGZ, :]).sum(axis=-1) / mass.sum(axis=-1)
+
+
+def burstiness_dex(histories, min_pairs: int = 3) -> np.ndarray:
+    """Scatter (standard deviation, dex) of log10 SFR between neighbouring bins:
+    std over k of log10(SFR[k+1] / SFR[k]), using only pairs where both bins formed stars.
+    NaN where fewer than `min_pairs` such pairs exist."""
+    sfr = np.asarray(histories, dtype=float)[..., SFR, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.diff(np.log10(sfr), axis=-1)
+    valid = np.isfinite(step)
+    n = valid.sum(axis=-1)
+    step = np.where(valid, step, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = step.sum(axis=-1) / n
+        var = (np.where(valid, step - mean[..., None], 0.0) ** 2).sum(axis=-1) / (n - 1)
+    return np.where(n >= min_pairs, np.sqrt(var), np.nan)
+
+
+def is_quenched(histories, time_bins: TimeBins | None = None, ssfr_threshold_per_yr: float = 1e-11) -> np.ndarray:
+    """True where the SFR of the last bin (the last ~215 Myr) divided by the total formed mass is
+    below `ssfr_threshold_per_yr` (the usual log sSFR < -11 cut, with formed rather than surviving mass)."""
+    h = np.asarray(histories)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return h[..., SFR, -1] / formed_mass_msun(h, time_bins) < ssfr_threshold_per_yr

@@ -1,0 +1,52 @@
+"""The histories that ship with sfhkit (data/, installed as the resource package sfhkit.embedded)
+and the training split regenerated from the seed into the user cache."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import xarray as xr
+
+from .store import read_histories
+
+SOURCES = ("synthetic",)
+
+
+def embedded_path(name: str) -> Path:
+    """Path of a file in the embedded data folder."""
+    return Path(str(resources.files("sfhkit.embedded").joinpath(name)))
+
+
+def _cached_train_path(cache_dir=None) -> Path:
+    from ..ssp import default_cache_dir
+    from .synthetic import PREFIX
+
+    return Path(cache_dir or default_cache_dir()) / "histories" / f"{PREFIX}_train.nc"
+
+
+def load_histories(split: str = "test", source: str = "synthetic", *, cache_dir=None,
+                   generate: bool = True, progress: bool = True) -> xr.Dataset:
+    """The embedded stand-in histories as an xarray.Dataset (see sfhkit.data.store for the format).
+
+    "test" is shipped in data/.  "train" is regenerated deterministically from the seed recorded in
+    the test file the first time it is asked for (needs `pip install 'sfhkit[synthetic]'`, about a
+    minute) and cached; `generate=False` raises instead.  For the real TNG50 set run
+    `sfhkit data tng` and open its files with sfhkit.data.read_histories.
+    """
+    from .synthetic import PREFIX, build_synthetic_dataset, config_from_file
+
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}; "
+                         "open TNG files with sfhkit.data.read_histories(path)")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    test_path = embedded_path(f"{PREFIX}_test.nc")
+    if split == "test":
+        return read_histories(test_path)
+    train_path = _cached_train_path(cache_dir)
+    if not train_path.exists():
+        if not generate:
+            raise FileNotFoundError(f"no cached training split at {train_path}; run `sfhkit data synthetic`")
+        build_synthetic_dataset(train_path.parent, config_from_file(test_path), progress=progress)
+    return read_histories(train_path)
