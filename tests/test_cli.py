@@ -30,3 +30,29 @@ def test_version(capsys):
     with pytest.raises(SystemExit):
         main(["--version"])
     assert "sfhkit" in capsys.readouterr().out
+
+
+def test_data_summary_of_the_embedded_set(capsys):
+    assert main(["data", "summary"]) == 0
+    summary = json.loads(capsys.readouterr().out)[0]
+    assert summary["split"] == "test" and summary["n_galaxies"] > 3000
+    assert 0 < summary["all"]["quenched_fraction"] < 1
+    assert summary["all"]["t50_gyr"]["p16"] < summary["all"]["t50_gyr"]["p50"] < summary["all"]["t50_gyr"]["p84"]
+
+
+def test_data_tng_from_local_files(tmp_path, capsys):
+    from test_data_tng import _population
+    from tng_files import write_simulation
+
+    subhalos, flags, mass = _population()
+    base = write_simulation(tmp_path / "sim", subhalos, flags=flags, masstype_stars=mass)
+    assert main(["data", "tng", "--base-path", base, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    paths = json.loads(capsys.readouterr().out)
+    assert set(paths) == {"train", "test"}
+
+
+def test_data_tng_without_a_key_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TNG_API_KEY", raising=False)
+    assert main(["data", "tng", "--out", str(tmp_path / "out")]) == 2
+    assert "no TNG API key" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

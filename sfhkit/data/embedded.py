@@ -48,5 +48,21 @@ def load_histories(split: str = "test", source: str = "synthetic", *, cache_dir=
     if not train_path.exists():
         if not generate:
             raise FileNotFoundError(f"no cached training split at {train_path}; run `sfhkit data synthetic`")
-        build_synthetic_dataset(train_path.parent, config_from_file(test_path), progress=progress)
+        paths = build_synthetic_dataset(train_path.parent, config_from_file(test_path), progress=progress)
+        _warn_if_regeneration_differs(read_histories(paths["test"]), read_histories(test_path))
     return read_histories(train_path)
+
+
+def _warn_if_regeneration_differs(regenerated: xr.Dataset, embedded: xr.Dataset, tolerance: float = 1e-4):
+    """Other jax/diffstar versions may not reproduce the shipped set exactly; say so rather than
+    silently train on a set whose test split is not the shipped one."""
+    import warnings
+
+    import numpy as np
+
+    same_ids = np.array_equal(regenerated.galaxy_id.values, embedded.galaxy_id.values)
+    if not same_ids or not np.allclose(regenerated.histories.values, embedded.histories.values,
+                                       rtol=tolerance, atol=tolerance):
+        warnings.warn("the regenerated synthetic set differs from the shipped one (diffstar/diffmah/jax "
+                      "versions other than those in the file's attrs?); the split by galaxy ID still keeps "
+                      "training and test galaxies apart", stacklevel=3)

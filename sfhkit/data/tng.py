@@ -30,6 +30,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import requests
 from astropy.cosmology import Cosmology
 
 from .._version import __version__
@@ -170,8 +171,6 @@ class TNGClient:
     sleep: object = field(default=time.sleep, repr=False)
 
     def __post_init__(self):
-        import requests
-
         self.api_key = self.api_key or os.environ.get(API_KEY_ENV)
         if not self.api_key:
             raise TNGAuthError(f"no TNG API key: pass api_key or set ${API_KEY_ENV} "
@@ -189,8 +188,6 @@ class TNGClient:
     def _get(self, url: str, params: dict | None = None, stream: bool = False):
         """One GET.  Connection errors, timeouts, 429 and 5xx raise _Transient (retried by the
         caller); 401/403 raise TNGAuthError; any other non-200 status a RuntimeError."""
-        import requests
-
         try:
             response = self._session.get(url, params=params, stream=stream, timeout=self.timeout_s)
         except (requests.ConnectionError, requests.Timeout) as err:
@@ -254,23 +251,16 @@ class TNGClient:
     def download_cutout(self, subhalo_id: int, cache_dir) -> Path:
         """The subhalo's star cutout, downloaded once into the cache.  A download is streamed to a
         temporary file and renamed only after it opens as an HDF5 file with a Header group, so a
-        half-written file is never taken as complete; a cached file that fails to open is fetched again."""
+        half-written file is never taken as complete."""
         path = self.cutout_path(cache_dir, subhalo_id)
         if path.exists():
-            try:
-                read_cutout(path)
-                return path
-            except ValueError:
-                log.warning("cached cutout %s is unreadable; downloading it again", path)
-                path.unlink()
+            return path
         url = f"{self.snapshot_url}subhalos/{int(subhalo_id)}/cutout.hdf5"
         params = {"stars": ",".join(STAR_FIELDS)}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".part")
 
         def fetch():
-            import requests
-
             try:
                 with self._get(url, params, stream=True) as response, open(tmp, "wb") as out:
                     for chunk in response.iter_content(chunk_size=1 << 20):
@@ -287,6 +277,17 @@ class TNGClient:
 
         return self._retrying(f"cutout of subhalo {int(subhalo_id)}", fetch)
 
+    def star_particles(self, subhalo_id: int, cache_dir) -> dict[str, np.ndarray] | None:
+        """The subhalo's star fields (masses in Msun; None without stars), from the cache or the
+        API.  A cached file that no longer opens (a disk filled up, a copy cut short) is fetched again."""
+        path = self.download_cutout(subhalo_id, cache_dir)
+        try:
+            return read_cutout(path)
+        except ValueError:
+            log.warning("cached cutout %s is unreadable; downloading it again", path)
+            path.unlink()
+            return read_cutout(self.download_cutout(subhalo_id, cache_dir))
+
 
 def histories_from_api(client: TNGClient, cache_dir, *, min_stellar_mass_msun: float = MIN_STELLAR_MASS_MSUN,
                        time_bins: TimeBins | None = None, progress: bool = True, limit: int | None = None):
@@ -297,11 +298,8 @@ def histories_from_api(client: TNGClient, cache_dir, *, min_stellar_mass_msun: f
     if limit is not None:
         ids = ids[:limit]
 
-    def stars_of(subhalo_id):
-        return read_cutout(client.download_cutout(subhalo_id, cache_dir))
-
     report = {"source": "TNG web API", "api_url": client.snapshot_url, "api_query": query}
-    return _bin_subhalos(ids, stars_of, time_bins, progress, report, tqdm)
+    return _bin_subhalos(ids, lambda i: client.star_particles(i, cache_dir), time_bins, progress, report, tqdm)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""The embedded synthetic stand-in: loads without optional extras, obeys the paper's rules, has the
+TNG path's format, and regenerates bit-for-bit (to float32 rounding) from its recorded seed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sfhkit.data import load_histories, read_histories
+from sfhkit.data.store import EMPTY_BIN_LOGZ, MAX_LOGZ_SOLAR
+from sfhkit.data.synthetic import CHUNK, SyntheticConfig, config_from_file, mzr_logz_solar
+from sfhkit.histories import formed_mass_msun
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    return load_histories("test")
+
+
+def test_embedded_test_set_loads_and_says_it_is_a_stand_in(test_set):
+    h = test_set.histories.values
+    assert h.shape[1:] == (2, 64) and 3000 <= h.shape[0] <= 6000
+    assert np.all(np.isfinite(h)) and np.all(h[:, 0] >= 0)
+    assert test_set.attrs["is_tng50"] == 0 and "NOT TNG50" in test_set.attrs["description"]
+    assert test_set.attrs["split"] == "test" and test_set.attrs["source"] == "synthetic"
+    # The paper's rules: cap, empty-bin metallicity, mass cut.
+    assert h[:, 1].max() <= MAX_LOGZ_SOLAR
+    empty = h[:, 0] == 0
+    assert empty.any() and np.allclose(h[:, 1][empty], EMPTY_BIN_LOGZ)
+    assert formed_mass_msun(h).min() > 1e5
+    # Every generator choice is recorded.
+    config = SyntheticConfig(**json.loads(test_set.attrs["config"]))
+    assert config.burst_amplitude_dex == 0.3 and config.star_particle_mass_msun == 8.5e4
+
+
+def test_same_format_as_the_tng_path(test_set, tmp_path):
+    from test_data_tng import _population
+    from tng_files import write_simulation
+
+    from sfhkit.data.tng import build_tng_dataset
+
+    subhalos, flags, mass = _population()
+    base = write_simulation(tmp_path / "sim", subhalos, flags=flags, masstype_stars=mass)
+    tng = read_histories(build_tng_dataset(tmp_path / "out", source="local", base_path=base, progress=False)["test"])
+    core = {"histories", "norm_mean", "norm_std"}
+    assert core <= set(tng.data_vars) and core <= set(test_set.data_vars)
+    assert dict(tng.histories.sizes).keys() == dict(test_set.histories.sizes).keys()
+    np.testing.assert_array_equal(tng.time_bin_center_gyr.values, test_set.time_bin_center_gyr.values)
+    for key in ("format", "format_version", "zsun", "empty_bin_metallicity", "max_logz_solar", "split_rule",
+                "cosmology", "source", "description", "is_tng50", "n_train", "n_test"):
+        assert key in tng.attrs and key in test_set.attrs, key
+
+
+def test_mzr_matches_zahid_2014_form():
+    cfg = SyntheticConfig()
+    # Saturates at Z0 - solar for massive galaxies; at M0(z) it is Z0 - solar + log10(1 - 1/e).
+    assert mzr_logz_solar(1e14, 0.0) == pytest.approx(cfg.mzr_oh_saturation - cfg.solar_oh, abs=1e-6)
+    m0 = 10 ** (cfg.mzr_log_m0_at_z0 + cfg.mzr_log_m0_slope * np.log10(2.0))
+    assert mzr_logz_solar(m0, 1.0) == pytest.approx(cfg.mzr_oh_saturation - cfg.solar_oh + np.log10(1 - np.e**-1))
+
+
+def test_training_split_needs_generation_or_the_cache(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sfhkit data synthetic"):
+        load_histories("train", cache_dir=tmp_path, generate=False)
+    with pytest.raises(ValueError, match="split"):
+        load_histories("validation")
+    with pytest.raises(ValueError, match="source"):
+        load_histories("test", source="tng")
+
+
+def test_regenerates_the_embedded_set_from_its_seed(test_set, tmp_path):
+    """Regenerate the first two chunks with the recorded configuration: the galaxies of the
+    embedded test split that fall in them come out the same (needs sfhkit[synthetic])."""
+    pytest.importorskip("diffstar", reason="regeneration needs the optional extra sfhkit[synthetic]")
+    from dataclasses import replace
+
+    from sfhkit.data.synthetic import build_synthetic_dataset
+
+    config = replace(SyntheticConfig(**json.loads(test_set.attrs["config"])), n_galaxies=2 * CHUNK)
+    paths = build_synthetic_dataset(tmp_path, config, progress=False)
+    regenerated = read_histories(paths["test"])
+    ids = regenerated.galaxy_id.values
+    position = {int(g): i for i, g in enumerate(test_set.galaxy_id.values)}
+    assert len(ids) > 100 and all(int(g) in position for g in ids)
+    expected = test_set.histories.values[[position[int(g)] for g in ids]]
+    np.testing.assert_allclose(regenerated.histories.values, expected, rtol=1e-4, atol=1e-4)
+    train = read_histories(paths["train"])
+    assert train.attrs["split"] == "train" and not set(train.galaxy_id.values) & set(ids)
+
+
+def test_config_from_file_and_cached_training_split(tmp_path, test_set):
+    from sfhkit.data.embedded import _cached_train_path, embedded_path
+    from sfhkit.data.store import write_histories
+
+    config = config_from_file(embedded_path("synthetic_tng50_standin_test.nc"))
+    assert config == SyntheticConfig(**json.loads(test_set.attrs["config"]))
+    # load_histories("train") reads the cached training split when it exists.
+    fake_train = test_set.assign_attrs(split="train")
+    write_histories(fake_train, _cached_train_path(tmp_path))
+    assert load_histories("train", cache_dir=tmp_path, generate=False).attrs["split"] == "train"
