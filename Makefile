@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-prior clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/sfhkit bench forward
+
+bench-prior: setup
+	$(VENV)/bin/sfhkit bench prior --plot outputs/prior_draws.png
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info

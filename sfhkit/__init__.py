@@ -12,7 +12,8 @@ from ._version import __version__
 from .cosmology import TimeBins, age_at_redshift_gyr, luminosity_distance_cm
 from .forward import ForwardModel
 from .lsf import LineSpread
+from .prior import Prior
 from .ssp import SSPGrid
 
-__all__ = ["ForwardModel", "LineSpread", "SSPGrid", "TimeBins", "__version__",
+__all__ = ["ForwardModel", "LineSpread", "Prior", "SSPGrid", "TimeBins", "__version__",
            "age_at_redshift_gyr", "histories", "luminosity_distance_cm"]

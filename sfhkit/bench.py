@@ -99,3 +99,52 @@ def main_forward(args) -> int:
                         include_bagpipes=not args.no_bagpipes)
     print(json.dumps(out, indent=1))
     return 0
+
+
+def bench_prior(prior=None, test_histories=None, *, n: int = 2000, steps: int = 500, seed: int = 0,
+                device: str = "cpu", plot_path=None) -> dict:
+    """Quality of a prior against held-out histories (classifier AUC, KS distances, see
+    sfhkit.quality) and its sampling speed.  Defaults: the embedded prior and test set."""
+    from .data import load_histories
+    from .prior import Prior
+    from .quality import classifier_two_sample_auc, ks_distances, resolved
+
+    prior = prior or Prior.default(device=device)
+    if test_histories is None:
+        test_histories = load_histories("test").histories.values
+    test = np.asarray(test_histories, dtype=np.float64)
+    n = min(n, len(test))
+    test = test[np.random.default_rng(seed).permutation(len(test))[:n]]
+    start = time.perf_counter()
+    draws = prior.sample(n, steps=steps, seed=seed, progress=False).double().cpu().numpy()
+    sample_s = time.perf_counter() - start
+    finite = np.isfinite(draws).all(axis=(1, 2))
+    draws = draws[finite]
+    features = [prior.transform.normalise(torch.as_tensor(resolved(x))).cpu().numpy() for x in (test, draws)]
+    ks = ks_distances(test, draws)
+    auc = classifier_two_sample_auc(*features, seed=seed)
+    if plot_path is not None:
+        from .cosmology import TimeBins
+        from .plots import plot_prior_draws
+
+        plot_prior_draws(draws, test, TimeBins(), plot_path)
+    return {"prior": repr(prior), "training": prior.training_info, "n_test": int(n), "n_draws_finite": int(finite.sum()),
+            "steps": steps, "classifier_auc": round(auc, 4), "ks": ks, "ks_max": max(ks.values()),
+            "goal": {"classifier_auc_max": 0.65, "ks_max": 0.1},
+            "meets_goal": bool(auc <= 0.65 and max(ks.values()) <= 0.1),
+            "samples_per_s": round(n / sample_s, 1), "device": str(prior.device),
+            "torch_threads": torch.get_num_threads()}
+
+
+def main_prior(args) -> int:
+    from .prior import Prior
+
+    prior = Prior.load(args.checkpoint, device=args.device) if args.checkpoint else None
+    test = None
+    if args.data:
+        from .data import read_histories
+
+        test = read_histories(args.data).histories.values
+    print(json.dumps(bench_prior(prior, test, n=args.n, steps=args.steps, seed=args.seed, device=args.device,
+                                 plot_path=args.plot), indent=1))
+    return 0

@@ -57,6 +57,34 @@ def _data_synthetic(args) -> int:
     return 0
 
 
+def _prior_train(args) -> int:
+    from .data import load_histories, read_histories
+    from .training import TrainingConfig, train_prior
+
+    data = load_histories("train", progress=not args.quiet) if args.data == "synthetic" else read_histories(args.data)
+    hyper = json.loads(args.hyperparameters) if args.hyperparameters else {}
+    config = TrainingConfig(architecture=args.arch, hyperparameters=hyper, transform=args.transform,
+                            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                            seed=args.seed, checkpoint_every=args.checkpoint_every)
+    prior = train_prior(data.histories.values, args.out, config, device=args.device, progress=not args.quiet,
+                        max_minutes=args.max_minutes)
+    print(json.dumps({"prior": str(Path(args.out) / "prior.pt"), "loss_log": str(Path(args.out) / "loss.csv"),
+                      **prior.training_info}, indent=1))
+    return 0
+
+
+def _prior_sample(args) -> int:
+    import numpy as np
+
+    from .prior import Prior
+
+    prior = Prior.load(args.checkpoint, device=args.device) if args.checkpoint else Prior.default(args.device)
+    draws = prior.sample(args.n, steps=args.steps, seed=args.seed, progress=not args.quiet).cpu().numpy()
+    np.save(args.out, draws)
+    print(json.dumps({"samples": args.out, "shape": list(draws.shape), "units": "sfr Msun/yr, log10 Z/Zsun"}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
 
@@ -112,15 +140,55 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("files", nargs="*")
     summ.set_defaults(func=summary.main)
 
+    prior = sub.add_parser("prior", help="the score-based prior: train, sample")
+    prior_sub = prior.add_subparsers(dest="prior_command", required=True)
+    train = prior_sub.add_parser(
+        "train", help="train a prior (resumes from OUT/state.pt when it exists)",
+        description="Denoising score matching on training histories; writes OUT/prior.pt (EMA weights), "
+                    "OUT/state.pt (for resuming after an interruption) and OUT/loss.csv.")
+    train.add_argument("--data", default="synthetic",
+                       help="histories file (sfhkit format), or 'synthetic' for the embedded stand-in (default)")
+    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--arch", default="mlp", choices=["mlp", "ncsnpp"])
+    train.add_argument("--hyperparameters", default=None, help="JSON overrides of the architecture's settings")
+    train.add_argument("--transform", default="asinh", choices=["asinh", "zscore"])
+    train.add_argument("--epochs", type=int, default=200)
+    train.add_argument("--batch-size", type=int, default=256)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
+    train.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long")
+    train.add_argument("--device", default="cpu")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(func=_prior_train)
+    sample = prior_sub.add_parser("sample", help="draw histories from a prior into a .npy file (n, 2, 64)")
+    sample.add_argument("--checkpoint", default=None, help="default: the embedded prior")
+    sample.add_argument("--n", type=int, default=100)
+    sample.add_argument("--steps", type=int, default=500)
+    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--out", default="prior_samples.npy")
+    sample.add_argument("--quiet", action="store_true")
+    sample.set_defaults(func=_prior_sample)
+
     bench = sub.add_parser("bench", help="benchmarks (print JSON)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     fwd = bench_sub.add_parser("forward", help="forward-model spectra per second vs bagpipes")
     fwd.add_argument("--min-seconds", type=float, default=2.0, help="time per measurement")
     fwd.add_argument("--device", default="cpu")
     fwd.add_argument("--no-bagpipes", action="store_true")
-    from .bench import main_forward
+    from .bench import main_forward, main_prior
 
     fwd.set_defaults(func=main_forward)
+    pb = bench_sub.add_parser("prior", help="prior quality (classifier AUC, KS distances) and sampling speed")
+    pb.add_argument("--checkpoint", default=None, help="default: the embedded prior")
+    pb.add_argument("--data", default=None, help="held-out histories file (default: the embedded test set)")
+    pb.add_argument("--n", type=int, default=2000)
+    pb.add_argument("--steps", type=int, default=500)
+    pb.add_argument("--seed", type=int, default=0)
+    pb.add_argument("--device", default="cpu")
+    pb.add_argument("--plot", default=None, help="also save a PNG of prior draws next to test histories")
+    pb.set_defaults(func=main_prior)
     return parser
 
 

@@ -29,3 +29,32 @@ def plot_model_spectrum(wavelength, flux, history, time_bins, redshift, av, path
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_prior_draws(draws, test_histories, time_bins, path=None, n_show: int = 6, seed: int = 0):
+    """Prior draws (left column) next to held-out histories (right), each row one random pick:
+    SFR normalised to its formed mass (1/Gyr, log scale) and log Z/Zsun.  Returns the figure
+    (for a notebook); saved to `path` when given."""
+    import matplotlib.pyplot as plt
+
+    from .histories import formed_mass_msun
+
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6), sharex=True, sharey="row")
+    edges = time_bins.edges
+    for col, (title, sets) in enumerate((("prior draws", draws), ("test histories", test_histories))):
+        sets = np.asarray(sets, dtype=float)
+        for k, i in enumerate(rng.choice(len(sets), size=min(n_show, len(sets)), replace=False)):
+            h = sets[i]
+            specific = h[0] / max(formed_mass_msun(h, time_bins), 1.0) * 1e9
+            axes[0, col].stairs(np.maximum(specific, 1e-4), edges, color=f"C{k}", lw=1)
+            axes[1, col].stairs(np.clip(h[1], -2.5, 0.5), edges, color=f"C{k}", lw=1, baseline=None)
+        axes[0, col].set_title(title)
+        axes[0, col].set_yscale("log")
+        axes[1, col].set_xlabel("cosmic time [Gyr]")
+    axes[0, 0].set_ylabel("SFR / formed mass [1/Gyr]")
+    axes[1, 0].set_ylabel("log Z/Zsun (clipped to the grid)")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig

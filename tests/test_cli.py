@@ -56,3 +56,25 @@ def test_data_tng_without_a_key_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert main(["data", "tng", "--out", str(tmp_path / "out")]) == 2
     assert "no TNG API key" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_prior_train_sample_and_bench(tmp_path, capsys):
+    from sfhkit.data import load_histories, write_histories
+
+    data = write_histories(load_histories("test").isel(galaxy=slice(0, 300)), tmp_path / "h.nc")
+    run = tmp_path / "run"
+    args = ["prior", "train", "--data", str(data), "--out", str(run), "--epochs", "2", "--batch-size", "32",
+            "--hyperparameters", '{"units": 32, "layers": 2}', "--quiet"]
+    assert main(args) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["epochs"] == 2 and (run / "loss.csv").read_text().count("\n") == 3
+    assert main(["prior", "sample", "--checkpoint", str(run / "prior.pt"), "--n", "5", "--steps", "10",
+                 "--out", str(tmp_path / "s.npy"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert np.load(tmp_path / "s.npy").shape == (5, 2, 64)
+    assert main(["bench", "prior", "--checkpoint", str(run / "prior.pt"), "--data", str(data), "--n", "200",
+                 "--steps", "10", "--plot", str(tmp_path / "draws.png")]) == 0
+    assert (tmp_path / "draws.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads(capsys.readouterr().out)
+    assert 0 <= report["classifier_auc"] <= 1 and set(report["ks"]) >= {"t50_gyr", "burstiness_dex"}
+    assert report["goal"] == {"classifier_auc_max": 0.65, "ks_max": 0.1}

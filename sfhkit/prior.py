@@ -1,0 +1,282 @@
+"""The score-based prior over (2, 64) star-formation + metallicity histories.
+
+`Prior` wraps score_models (0.5.x): a network (score_models' NCSNpp or MLP) inside a
+`score_models.ScoreModel` with the paper's variance-exploding SDE (sigma_min 1e-3, sigma_max 16).
+The rest of sfhkit talks only to `Prior`: it takes and returns *physical* histories (SFR in
+Msun/yr, log10 Z/Zsun) and exposes the normalised space the diffusion runs in for the sampler.
+
+The normalisation lives with the network and travels in its checkpoint (`HistoryTransform`):
+
+* "zscore" (the paper): each channel and time bin z-scored with the training set's mean and std;
+* "asinh" (default, ours): SFR -> asinh(SFR / 0.1 Msun/yr) (log-like above 0.1 Msun/yr, linear
+  through zero, so empty bins are fine) and log Z clipped to the SSP grid's range [-2.5, 0.5]
+  (the 1e-11 of empty bins carries no light), then z-scored per channel and bin.
+
+Checkpoints are single files read with torch.load(weights_only=True): tensors, numbers and
+strings only, never pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._version import __version__
+
+SIGMA_MIN = 1e-3
+SIGMA_MAX = 16.0
+N_CHANNELS, N_BINS = 2, 64
+LOGZ_RANGE = (-2.5, 0.5)          # the SSP grid's metallicity range (log10 Z/Zsun)
+ASINH_SFR_SCALE = 0.1             # Msun/yr
+CHECKPOINT_FORMAT = "sfhkit prior"
+CHECKPOINT_VERSION = 1
+
+# The paper's NCSNpp (1-D, two channels over 64 bins) and the CPU default (chosen by measurement,
+# see the README).  Hyperparameters are passed to the score_models constructors.
+ARCHITECTURES = {
+    "ncsnpp": {"channels": N_CHANNELS, "dimensions": 1, "nf": 64, "ch_mult": [1, 2, 2, 4]},
+    "mlp": {"dimensions": N_CHANNELS * N_BINS, "units": 512, "layers": 4, "time_embedding_dimensions": 64},
+}
+
+
+class HistoryTransform(nn.Module):
+    """Physical histories (..., 2, 64) <-> the normalised space of the diffusion."""
+
+    KINDS = ("asinh", "zscore")
+
+    def __init__(self, kind: str = "asinh", mean=None, std=None):
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"transform kind must be one of {self.KINDS}, got {kind!r}")
+        self.kind = kind
+        self.register_buffer("mean", torch.zeros(N_CHANNELS, N_BINS) if mean is None else torch.as_tensor(mean).float())
+        self.register_buffer("std", torch.ones(N_CHANNELS, N_BINS) if std is None else torch.as_tensor(std).float())
+
+    def _forward_map(self, h: torch.Tensor) -> torch.Tensor:
+        if self.kind == "zscore":
+            return h
+        sfr = torch.asinh(h[..., 0, :] / ASINH_SFR_SCALE)
+        logz = h[..., 1, :].clamp(*LOGZ_RANGE)
+        return torch.stack([sfr, logz], dim=-2)
+
+    @classmethod
+    def fit(cls, histories, kind: str = "asinh") -> "HistoryTransform":
+        """Statistics of the mapped training histories (per channel and bin)."""
+        t = cls(kind)
+        mapped = t._forward_map(torch.as_tensor(np.asarray(histories), dtype=torch.float64))
+        std = mapped.std(dim=0)
+        return cls(kind, mapped.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std)))
+
+    def normalise(self, histories: torch.Tensor) -> torch.Tensor:
+        h = torch.as_tensor(histories, dtype=self.mean.dtype, device=self.mean.device)
+        return (self._forward_map(h) - self.mean) / self.std
+
+    def physical(self, x: torch.Tensor) -> torch.Tensor:
+        """Back to SFR (Msun/yr, clipped at 0) and log10 Z/Zsun (clipped to the grid's range for
+        "asinh", whose forward map clips it too)."""
+        y = x * self.std + self.mean
+        sfr, logz = y[..., 0, :], y[..., 1, :]
+        if self.kind == "asinh":
+            sfr = torch.sinh(sfr) * ASINH_SFR_SCALE
+            logz = logz.clamp(*LOGZ_RANGE)
+        return torch.stack([sfr.clamp(min=0.0), logz], dim=-2)
+
+    def state(self) -> dict:
+        return {"kind": self.kind, "mean": self.mean.detach().cpu(), "std": self.std.detach().cpu()}
+
+
+class _FlatMLP(nn.Module):
+    """score_models' MLP acting on (B, 2, 64) histories (it wants flat vectors), with the input
+    scaled by c_in = 1 / sqrt(1 + sigma(t)^2) (Karras et al. 2022) so that the network sees inputs
+    of unit scale at every noise level (data are z-scored, so their own scale is about 1)."""
+
+    def __init__(self, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, **hyperparameters):
+        super().__init__()
+        from score_models import MLP
+
+        self.net = MLP(**hyperparameters)
+        self.hyperparameters = self.net.hyperparameters
+        self.log_sigma_min, self.log_sigma_max = math.log(sigma_min), math.log(sigma_max)
+
+    def forward(self, t, x):
+        sigma = torch.exp(self.log_sigma_min + t * (self.log_sigma_max - self.log_sigma_min)).view(-1, 1)
+        return self.net(t, x.flatten(1) / torch.sqrt(1 + sigma**2)).view_as(x)
+
+
+def build_network(architecture: str, hyperparameters: dict | None = None, sigma_min: float = SIGMA_MIN,
+                  sigma_max: float = SIGMA_MAX) -> nn.Module:
+    """The score network: 'ncsnpp' (paper) or 'mlp' (CPU default), with optional overrides."""
+    from score_models import NCSNpp
+
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {architecture!r}")
+    params = {**ARCHITECTURES[architecture], **(hyperparameters or {})}
+    if architecture == "ncsnpp":
+        return NCSNpp(**params)
+    return _FlatMLP(sigma_min, sigma_max, **params)
+
+
+class Prior:
+    """Score-based prior over histories: `sample`, `score`, `save`/`load`, `default()`.
+
+    `prior.sample(n)` returns physical histories (n, 2, 64); `prior.score(t, x)` is the score of
+    the diffused distribution in the normalised space at diffusion time t in [0, 1]
+    (noise level `prior.sigma(t)`); `prior.transform` maps between the two spaces.
+    """
+
+    def __init__(self, architecture: str = "mlp", hyperparameters: dict | None = None,
+                 transform: HistoryTransform | None = None, sigma_min: float = SIGMA_MIN,
+                 sigma_max: float = SIGMA_MAX, device: str | torch.device = "cpu"):
+        from score_models import ScoreModel
+
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.architecture = architecture
+        self.hyperparameters = {**ARCHITECTURES.get(architecture, {}), **(hyperparameters or {})}
+        self.device = torch.device(device)
+        self.network = build_network(architecture, hyperparameters, sigma_min, sigma_max)
+        self.model = ScoreModel(model=self.network, sde="ve", sigma_min=sigma_min, sigma_max=sigma_max,
+                                device=self.device)
+        self.transform = (transform or HistoryTransform()).to(self.device)
+        self.training_info: dict = {}
+
+    # -- the diffusion --------------------------------------------------------------------------
+    @property
+    def sde(self):
+        return self.model.sde
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return self.sde.sigma(t)
+
+    def score(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Score of the diffused prior in the normalised space, for x (B, 2, 64) at times t (B,)."""
+        return self.model.score(t, x)
+
+    def loss(self, x_normalised: torch.Tensor) -> torch.Tensor:
+        """Denoising score-matching loss (score_models') on a batch of normalised histories."""
+        return self.model.loss_fn(x_normalised)
+
+    @torch.no_grad()
+    def sample_normalised(self, n: int, steps: int = 500, *, seed: int | None = None, progress: bool = True,
+                          batch_size: int = 4096) -> torch.Tensor:
+        """Euler-Maruyama integration of the reverse VE SDE from t = 1 to t = 0 (the paper's
+        sampler, without a likelihood); returns the final denoised mean, normalised space."""
+        from tqdm.auto import tqdm
+
+        if n < 1 or steps < 1:
+            raise ValueError(f"need n >= 1 and steps >= 1, got n={n}, steps={steps}")
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        self.network.eval()
+        out = []
+        bar = tqdm(total=n * steps, desc="prior samples", unit="step", unit_scale=True, disable=not progress)
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            x = torch.randn(b, N_CHANNELS, N_BINS, generator=generator, device=self.device) * self.sde.sigma_max
+            times = torch.linspace(1.0, 0.0, steps + 1, device=self.device)
+            for i in range(steps):
+                t = times[i].expand(b)
+                dt = times[i + 1] - times[i]  # negative
+                g = self.sde.diffusion(t, x)
+                mean = x - g**2 * self.score(t, x) * dt
+                noise = torch.randn(x.shape, generator=generator, device=self.device)
+                x = mean + g * noise * math.sqrt(-float(dt)) if i < steps - 1 else mean
+                bar.update(b)
+            out.append(x)
+        bar.close()
+        return torch.cat(out)
+
+    def sample(self, n: int, steps: int = 500, *, seed: int | None = None, progress: bool = True) -> torch.Tensor:
+        """n physical histories (n, 2, 64) on the prior's device: SFR in Msun/yr, log10 Z/Zsun."""
+        return self.transform.physical(self.sample_normalised(n, steps, seed=seed, progress=progress))
+
+    def to(self, device) -> "Prior":
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.model.device = self.device
+        self.transform.to(self.device)
+        return self
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        """Everything needed to rebuild this prior: tensors, numbers and strings only."""
+        return {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "sfhkit_version": __version__,
+                "architecture": self.architecture, "hyperparameters": json.dumps(self.hyperparameters),
+                "sigma_min": float(self.sde.sigma_min), "sigma_max": float(self.sde.sigma_max),
+                "transform": self.transform.state(),
+                "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+                "training_info": json.dumps(self.training_info)}
+
+    def save(self, path) -> Path:
+        """Write the checkpoint atomically (temporary file, then rename)."""
+        return _atomic_torch_save(self.checkpoint(), path)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, device="cpu", source: str = "checkpoint") -> "Prior":
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{source} is not an sfhkit prior checkpoint")
+        if ckpt.get("format_version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{source} has checkpoint format {ckpt.get('format_version')}; this sfhkit "
+                             f"({__version__}) reads format {CHECKPOINT_VERSION}")
+        try:
+            transform = HistoryTransform(ckpt["transform"]["kind"], ckpt["transform"]["mean"], ckpt["transform"]["std"])
+            prior = cls(ckpt["architecture"], json.loads(ckpt["hyperparameters"]), transform,
+                        ckpt["sigma_min"], ckpt["sigma_max"], device)
+            prior.network.load_state_dict(ckpt["state_dict"], strict=True)
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            raise ValueError(f"{source} does not match this sfhkit's prior code ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:300]})") from err
+        prior.training_info = json.loads(ckpt.get("training_info", "{}"))
+        return prior
+
+    @classmethod
+    def load(cls, path, device="cpu") -> "Prior":
+        """Load a checkpoint written by `save` (safe: torch.load with weights_only=True)."""
+        return cls.from_checkpoint(_safe_torch_load(path), device, source=str(path))
+
+    @classmethod
+    def default(cls, device="cpu") -> "Prior":
+        """The embedded default prior (data/prior_default.pt), trained on the synthetic stand-in."""
+        from .data.embedded import embedded_path
+
+        path = embedded_path(DEFAULT_CHECKPOINT)
+        if not path.exists():
+            raise FileNotFoundError(f"the embedded prior checkpoint {path} is missing from this installation")
+        return cls.load(path, device)
+
+    def __repr__(self) -> str:
+        n_params = sum(p.numel() for p in self.network.parameters())
+        return (f"Prior(architecture={self.architecture!r}, parameters={n_params}, transform={self.transform.kind!r}, "
+                f"sigma=[{self.sde.sigma_min:g}, {self.sde.sigma_max:g}], device={str(self.device)!r})")
+
+
+DEFAULT_CHECKPOINT = "prior_default.pt"
+
+
+def _atomic_torch_save(obj, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _safe_torch_load(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"{path} is not a readable checkpoint (corrupt, truncated or not made by "
+                         f"sfhkit): {type(err).__name__}: {str(err).splitlines()[0][:200]}") from err
