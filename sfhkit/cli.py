@@ -65,7 +65,8 @@ def _prior_train(args) -> int:
     hyper = json.loads(args.hyperparameters) if args.hyperparameters else {}
     config = TrainingConfig(architecture=args.arch, hyperparameters=hyper, transform=args.transform,
                             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                            seed=args.seed, checkpoint_every=args.checkpoint_every)
+                            seed=args.seed, checkpoint_every=args.checkpoint_every, lr_schedule=args.lr_schedule,
+                            init_from=args.init)
     prior = train_prior(data.histories.values, args.out, config, device=args.device, progress=not args.quiet,
                         max_minutes=args.max_minutes)
     print(json.dumps({"prior": str(Path(args.out) / "prior.pt"), "loss_log": str(Path(args.out) / "loss.csv"),
@@ -155,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=200)
     train.add_argument("--batch-size", type=int, default=256)
     train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"],
+                       help="cosine decays the learning rate to 0 over --epochs")
+    train.add_argument("--init", default=None, help="start from this prior checkpoint (fine-tuning)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints")
     train.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long")

@@ -36,8 +36,12 @@ class TrainingConfig:
     gradient_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 10
+    lr_schedule: str = "constant"      # or "cosine": decays to 0 over `epochs`
+    init_from: str | None = None       # a prior checkpoint to start from (fine-tuning)
 
     def __post_init__(self):
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -77,12 +81,22 @@ def train_prior(train_histories, out_dir, config: TrainingConfig = TrainingConfi
         if saved != json.loads(json.dumps(config.identity())):
             raise ValueError(f"{state_path} was made with another configuration ({saved}); "
                              "use another output folder or the same settings")
+    start = Prior.load(config.init_from) if config.init_from else None
+    if start is not None and (start.architecture != config.architecture or start.transform.kind != config.transform):
+        raise ValueError(f"{config.init_from} is a {start.architecture}/{start.transform.kind} prior, "
+                         f"not {config.architecture}/{config.transform}")
+    if state is not None:
         transform = HistoryTransform(state["transform"]["kind"], state["transform"]["mean"], state["transform"]["std"])
+    elif start is not None:
+        transform = start.transform
     else:
         transform = HistoryTransform.fit(histories, config.transform)
+    parent_info = start.training_info if start is not None else None
 
     torch.manual_seed(config.seed)  # the initial weights (and score_models' random Fourier features)
     prior = Prior(config.architecture, config.hyperparameters or None, transform, device=device)
+    if state is None and start is not None:
+        prior.network.load_state_dict(start.network.state_dict())
     optimiser = torch.optim.Adam(prior.network.parameters(), lr=config.learning_rate)
     ema = ExponentialMovingAverage(prior.network.parameters(), decay=config.ema_decay)
     start_epoch, elapsed_before = 0, 0.0
@@ -108,7 +122,8 @@ def train_prior(train_histories, out_dir, config: TrainingConfig = TrainingConfi
                             "ema": ema.state_dict()}, state_path)
         with ema.average_parameters():
             prior.training_info = {"epochs": epoch, "config": config.identity(), "n_train": len(histories),
-                                   "final_loss": last_loss, "train_seconds": round(time.perf_counter() - t0, 1)}
+                                   "final_loss": last_loss, "train_seconds": round(time.perf_counter() - t0, 1),
+                                   "init_from_training": parent_info}
             prior.save(out_dir / "prior.pt")
 
     last_loss = float("nan")
@@ -116,6 +131,9 @@ def train_prior(train_histories, out_dir, config: TrainingConfig = TrainingConfi
     bar = tqdm(range(start_epoch, config.epochs), desc="training prior", unit="epoch", disable=not progress,
                initial=start_epoch, total=config.epochs)
     for epoch in bar:
+        if config.lr_schedule == "cosine":
+            for group in optimiser.param_groups:
+                group["lr"] = config.learning_rate * 0.5 * (1 + np.cos(np.pi * epoch / config.epochs))
         torch.manual_seed(config.seed * 100003 + epoch)
         order = np.random.default_rng([config.seed, epoch]).permutation(len(data))
         prior.network.train()

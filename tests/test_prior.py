@@ -167,3 +167,17 @@ def test_quality_metrics_on_known_cases(histories):
     scaled = histories[256:].copy()
     scaled[:, 0] *= 10
     assert ks_distances(histories[:256], scaled)["log10_formed_mass"] > 0.3  # 1 dex shift of a 3 dex wide set
+
+
+def test_fine_tuning_from_a_checkpoint_with_cosine_decay(histories, tmp_path):
+    base = train_prior(histories, tmp_path / "base", tiny_config(epochs=2), progress=False)
+    config = tiny_config(epochs=2, lr_schedule="cosine", init_from=str(tmp_path / "base" / "prior.pt"))
+    tuned = train_prior(histories, tmp_path / "tuned", config, progress=False)
+    assert torch.equal(tuned.transform.mean, base.transform.mean)  # the normalisation is kept
+    assert tuned.training_info["init_from_training"]["epochs"] == 2
+    assert _fixed_loss(tuned, histories) <= _fixed_loss(base, histories) * 1.02
+    with pytest.raises(ValueError, match="not mlp/zscore"):
+        train_prior(histories, tmp_path / "other", tiny_config(transform="zscore", init_from=config.init_from),
+                    progress=False)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        tiny_config(lr_schedule="step")
