@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +174,8 @@ class Prior:
         if n < 1 or steps < 1:
             raise ValueError(f"need n >= 1 and steps >= 1, got n={n}, steps={steps}")
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(int(seed) if seed is not None else int(torch.seed() % 2**63))
+        # Without a seed, fresh entropy, leaving torch's global generator untouched.
+        generator.manual_seed(int(seed) if seed is not None else secrets.randbits(63))
         self.network.eval()
         out = []
         bar = tqdm(total=n * steps, desc="prior samples", unit="step", unit_scale=True, disable=not progress)
@@ -190,7 +193,11 @@ class Prior:
                 bar.update(b)
             out.append(x)
         bar.close()
-        return torch.cat(out)
+        x = torch.cat(out)
+        if not torch.isfinite(x).all():
+            warnings.warn(f"{int((~torch.isfinite(x)).any(-1).any(-1).sum())} of {n} prior draws are not finite "
+                          f"(sampling diverged); try more steps", RuntimeWarning, stacklevel=2)
+        return x
 
     def sample(self, n: int, steps: int = 500, *, seed: int | None = None, progress: bool = True) -> torch.Tensor:
         """n physical histories (n, 2, 64) on the prior's device: SFR in Msun/yr, log10 Z/Zsun."""

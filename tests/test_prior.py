@@ -181,3 +181,12 @@ def test_fine_tuning_from_a_checkpoint_with_cosine_decay(histories, tmp_path):
                     progress=False)
     with pytest.raises(ValueError, match="lr_schedule"):
         tiny_config(lr_schedule="step")
+
+
+def test_unseeded_sampling_leaves_the_global_generator_alone():
+    prior = Prior("mlp", TINY)
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    prior.sample(2, steps=3, progress=False)
+    assert torch.equal(torch.rand(3), expected)
