@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import secrets
 import warnings
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._io import load_torch, save_torch
 from ._version import __version__
 
 SIGMA_MIN = 1e-3
@@ -222,7 +222,7 @@ class Prior:
 
     def save(self, path) -> Path:
         """Write the checkpoint atomically (temporary file, then rename)."""
-        return _atomic_torch_save(self.checkpoint(), path)
+        return save_torch(self.checkpoint(), path)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, device="cpu", source: str = "checkpoint") -> "Prior":
@@ -245,7 +245,7 @@ class Prior:
     @classmethod
     def load(cls, path, device="cpu") -> "Prior":
         """Load a checkpoint written by `save` (safe: torch.load with weights_only=True)."""
-        return cls.from_checkpoint(_safe_torch_load(path), device, source=str(path))
+        return cls.from_checkpoint(load_torch(path), device, source=str(path))
 
     @classmethod
     def default(cls, device="cpu") -> "Prior":
@@ -264,26 +264,3 @@ class Prior:
 
 
 DEFAULT_CHECKPOINT = "prior_default.pt"
-
-
-def _atomic_torch_save(obj, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _safe_torch_load(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"{path} is not a readable checkpoint (corrupt, truncated or not made by "
-                         f"sfhkit): {type(err).__name__}: {str(err).splitlines()[0][:200]}") from err

@@ -30,18 +30,10 @@ def resolved(histories: np.ndarray) -> np.ndarray:
     return h
 
 
-def summary_statistics(histories: np.ndarray) -> dict[str, np.ndarray]:
-    h = resolved(histories)
-    with np.errstate(divide="ignore"):
-        log_mass = np.log10(hist.formed_mass_msun(h))
-    return {"log10_formed_mass": log_mass, "t50_gyr": hist.formation_time_gyr(h, 0.5),
-            "t90_gyr": hist.formation_time_gyr(h, 0.9), "mass_weighted_logz": hist.mass_weighted_logz(h),
-            "burstiness_dex": hist.burstiness_dex(h)}
-
-
 def ks_distances(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """KS statistic per summary quantity (finite values only)."""
-    sa, sb = summary_statistics(a), summary_statistics(b)
+    """KS statistic per summary quantity (histories.summary_statistics of the resolved histories;
+    finite values only)."""
+    sa, sb = hist.summary_statistics(resolved(a)), hist.summary_statistics(resolved(b))
     out = {}
     for key in sa:
         x, y = sa[key][np.isfinite(sa[key])], sb[key][np.isfinite(sb[key])]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import uuid
 import warnings
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 import xarray as xr
 from astropy.io import fits
 
+from ._io import atomic_path
 from ._version import __version__
 from .cosmology import DEFAULT_COSMOLOGY
 from .wavelength import air_to_vacuum
@@ -114,19 +114,12 @@ class SSPGrid:
     # --- I/O ---------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Write to NetCDF atomically (temporary file + rename), with HDF5 checksums."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         lum = self.dataset["luminosity"]
         encoding = {name: {"fletcher32": True} for name in self.dataset.data_vars}
         encoding["luminosity"]["chunksizes"] = (1, lum.sizes["logz"], lum.sizes["wavelength"])
-        try:
+        with atomic_path(path) as tmp:
             self.dataset.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+        return Path(path)
 
     @classmethod
     def load(cls, path) -> "SSPGrid":

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .prior import HistoryTransform, Prior, _atomic_torch_save, _safe_torch_load
+from ._io import load_torch, save_torch
+from .prior import HistoryTransform, Prior
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def train_prior(train_histories, out_dir, config: TrainingConfig = TrainingConfi
         raise ValueError(f"{len(histories)} training histories is fewer than one batch ({config.batch_size})")
 
     state_path = out_dir / "state.pt"
-    state = _safe_torch_load(state_path) if state_path.exists() else None
+    state = load_torch(state_path) if state_path.exists() else None
     if state is not None:
         saved = json.loads(state["config"])
         if saved != json.loads(json.dumps(config.identity())):
@@ -114,9 +115,10 @@ def train_prior(train_histories, out_dir, config: TrainingConfig = TrainingConfi
         _truncate_log(log_path, start_epoch)
     t0 = time.perf_counter() - elapsed_before
     deadline = None if max_minutes is None else time.perf_counter() + 60 * max_minutes
+    last_loss = float("nan")
 
     def save(epoch: int):
-        _atomic_torch_save({"config": json.dumps(config.identity()), "epoch": epoch,
+        save_torch({"config": json.dumps(config.identity()), "epoch": epoch,
                             "elapsed_s": time.perf_counter() - t0, "transform": transform.state(),
                             "network": prior.network.state_dict(), "optimiser": optimiser.state_dict(),
                             "ema": ema.state_dict()}, state_path)
@@ -126,8 +128,6 @@ def train_prior(train_histories, out_dir, config: TrainingConfig = TrainingConfi
                                    "init_from_training": parent_info}
             prior.save(out_dir / "prior.pt")
 
-    last_loss = float("nan")
-    epoch = start_epoch
     bar = tqdm(range(start_epoch, config.epochs), desc="training prior", unit="epoch", disable=not progress,
                initial=start_epoch, total=config.epochs)
     for epoch in bar:

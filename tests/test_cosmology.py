@@ -3,7 +3,7 @@ import pytest
 from astropy import units as u
 from astropy.cosmology import WMAP9, FlatLambdaCDM, Planck15
 
-from sfhkit.cosmology import TimeBins, age_at_redshift_gyr, luminosity_distance_cm
+from sfhkit.cosmology import TimeBins, age_at_redshift_gyr, age_at_scale_factor_gyr, luminosity_distance_cm
 
 
 def test_time_bins_follow_the_paper():
@@ -44,3 +44,10 @@ def test_fraction_formed_before():
     t = bins.edges[10] + 0.25 * (bins.edges[11] - bins.edges[10])
     frac = bins.fraction_formed_before(t)
     assert np.all(frac[:10] == 1) and frac[10] == pytest.approx(0.25) and np.all(frac[11:] == 0)
+
+
+def test_age_at_scale_factor_table_matches_astropy():
+    a = np.geomspace(0.01, 1.0, 500)
+    assert np.max(np.abs(age_at_scale_factor_gyr(a) - Planck15.age(1 / a - 1).value)) < 1e-5
+    with pytest.raises(ValueError, match="scale factors"):
+        age_at_scale_factor_gyr([0.5, 1.5])

@@ -23,7 +23,6 @@ from sfhkit.data.tng import (
     TNGAuthError,
     TNGClient,
     build_tng_dataset,
-    cosmic_time_gyr,
     history_from_particles,
     read_cutout,
 )
@@ -81,13 +80,6 @@ def test_known_answer_by_hand():
     assert np.all(history[0, others] == 0)
     assert np.allclose(history[1, others], np.log10(1e-11 / 0.0142))
     assert EMPTY_BIN_LOGZ == pytest.approx(np.log10(1e-11 / 0.0142))
-
-
-def test_cosmic_time_table_matches_astropy():
-    a = np.geomspace(0.01, 1.0, 500)
-    assert np.max(np.abs(cosmic_time_gyr(a) - Planck15.age(1 / a - 1).value)) < 1e-5
-    with pytest.raises(ValueError, match="scale factors"):
-        cosmic_time_gyr([0.5, 1.5])
 
 
 def test_particle_fields_must_agree_in_length():

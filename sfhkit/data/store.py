@@ -19,12 +19,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from .._io import atomic_path
 from .._version import __version__
 from ..cosmology import TimeBins
 from ..ssp import ZSUN
@@ -146,17 +146,10 @@ def _netcdf_attrs(attrs: dict) -> dict:
 
 def write_histories(ds: xr.Dataset, path) -> Path:
     """Write atomically (temporary file, then rename) with zlib compression; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     encoding = {name: {"zlib": True, "complevel": 6, "shuffle": True} for name in ds.data_vars}
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def read_histories(path) -> xr.Dataset:

@@ -12,6 +12,8 @@ from .. import histories as hist
 from ..cosmology import TimeBins
 
 PERCENTILES = (16, 50, 84)
+# The summary's keys say their units in full.
+UNIT_NAMES = {"log10_formed_mass": "log10_formed_mass_msun", "mass_weighted_logz": "mass_weighted_logz_solar"}
 MASS_BINS_LOG_MSUN = ((5.0, 8.0), (8.0, 9.0), (9.0, 10.0), (10.0, 10.5), (10.5, 11.0), (11.0, 13.0))
 
 
@@ -27,13 +29,7 @@ def summarise(ds: xr.Dataset) -> dict:
     and the quenched fraction (sSFR of the last bin < 1e-11 /yr, formed mass) in the same bins."""
     h = ds["histories"].values.astype(np.float64)
     bins = TimeBins(n_bins=h.shape[-1])
-    quantities = {
-        "log10_formed_mass_msun": np.log10(hist.formed_mass_msun(h, bins)),
-        "t50_gyr": hist.formation_time_gyr(h, 0.5, bins),
-        "t90_gyr": hist.formation_time_gyr(h, 0.9, bins),
-        "mass_weighted_logz_solar": hist.mass_weighted_logz(h, bins),
-        "burstiness_dex": hist.burstiness_dex(h),
-    }
+    quantities = {UNIT_NAMES.get(k, k): v for k, v in hist.summary_statistics(h, bins).items()}
     quenched = hist.is_quenched(h, bins)
     log_mass = quantities["log10_formed_mass_msun"]
     out = {"file_source": ds.attrs.get("source", ""), "split": ds.attrs.get("split", ""),

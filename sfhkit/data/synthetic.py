@@ -46,6 +46,7 @@ import numpy as np
 
 from .._version import __version__
 from ..cosmology import TimeBins, redshift_at_age_gyr
+from ..histories import formed_mass_msun
 from ..ssp import ZSUN
 from .store import MIN_STELLAR_MASS_MSUN, metallicity_channel, passes_metallicity_cap, split_and_write
 
@@ -168,17 +169,21 @@ def _add_burstiness_particles_metallicity(config: SyntheticConfig, chunk: int, s
     return np.stack([mass / time_bins.widths, metallicity_channel(mass, metal_mass)], axis=1)
 
 
-def generate_chunk(config: SyntheticConfig, chunk: int, time_bins: TimeBins | None = None) -> dict:
-    """Chunk `chunk` (galaxies chunk*1000 ...) of the set, before the cuts: ids, histories and extras."""
+def generate_chunk(config: SyntheticConfig, chunk: int, time_bins: TimeBins | None = None,
+                   bin_redshift: np.ndarray | None = None) -> dict:
+    """Chunk `chunk` (galaxies chunk*1000 ...) of the set, before the cuts: ids, histories and extras.
+    `bin_redshift` (the redshift of each bin centre) is computed when not given; it costs about a
+    second, so `generate` computes it once for all chunks."""
     _require_generators()
     bins = time_bins or TimeBins()
+    if bin_redshift is None:
+        bin_redshift = redshift_at_age_gyr(bins.centers, bins.cosmology)
     start = chunk * CHUNK
     n = min(CHUNK, config.n_galaxies - start)
     if n <= 0:
         raise ValueError(f"chunk {chunk} is beyond n_galaxies={config.n_galaxies}")
     log_halo_mass, satellite, quenched, sfr = _smooth_sfh_chunk(config, chunk, n, bins)
-    histories = _add_burstiness_particles_metallicity(config, chunk, sfr, bins, redshift_at_age_gyr(bins.centers,
-                                                                                                    bins.cosmology))
+    histories = _add_burstiness_particles_metallicity(config, chunk, sfr, bins, bin_redshift)
     return {"galaxy_id": np.arange(start, start + n, dtype=np.int64), "histories": histories,
             "log_halo_mass": log_halo_mass, "is_satellite": satellite, "diffstar_quenched": quenched}
 
@@ -189,11 +194,12 @@ def generate(config: SyntheticConfig = SyntheticConfig(), time_bins: TimeBins | 
     from tqdm.auto import tqdm
 
     bins = time_bins or TimeBins()
-    chunks = [generate_chunk(config, c, bins)
+    bin_redshift = redshift_at_age_gyr(bins.centers, bins.cosmology)
+    chunks = [generate_chunk(config, c, bins, bin_redshift)
               for c in tqdm(range(-(-config.n_galaxies // CHUNK)), desc="synthetic chunks", disable=not progress)]
     out = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
     h = out["histories"]
-    enough_mass = (h[:, 0, :] * bins.widths).sum(axis=1) > config.min_stellar_mass_msun
+    enough_mass = formed_mass_msun(h, bins) > config.min_stellar_mass_msun
     capped = passes_metallicity_cap(h)
     keep = enough_mass & capped
     result = {key: value[keep] for key, value in out.items()}

@@ -31,10 +31,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import requests
-from astropy.cosmology import Cosmology
 
 from .._version import __version__
-from ..cosmology import DEFAULT_COSMOLOGY, TimeBins
+from ..cosmology import TimeBins, age_at_scale_factor_gyr
 from .store import (
     MIN_STELLAR_MASS_MSUN,
     TEST_FRACTION,
@@ -63,29 +62,6 @@ class _Transient(Exception):
 # The binning rules
 
 
-_AGE_TABLES: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _age_table(cosmology: Cosmology, n: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Cosmic time (Gyr) on a dense grid of log scale factor, for fast interpolation of many particles
-    (cached per cosmology; astropy cosmologies are not hashable, their repr is)."""
-    key = repr(cosmology)
-    if key not in _AGE_TABLES:
-        log_a = np.linspace(np.log(1e-4), 0.0, n)
-        _AGE_TABLES[key] = log_a, cosmology.age(1.0 / np.exp(log_a) - 1.0).value
-    return _AGE_TABLES[key]
-
-
-def cosmic_time_gyr(scale_factor, cosmology: Cosmology = DEFAULT_COSMOLOGY) -> np.ndarray:
-    """Cosmic time (Gyr) at scale factor `scale_factor` (0 < a <= 1), interpolated in log a from a
-    table of the cosmology's age (accurate to better than 1e-5 Gyr; tested against astropy)."""
-    a = np.asarray(scale_factor, dtype=float)
-    if np.any((a <= 0) | (a > 1 + 1e-6)):
-        raise ValueError("scale factors must be in (0, 1]")
-    log_a, age = _age_table(cosmology)
-    return np.interp(np.log(np.clip(a, 1e-4, 1.0)), log_a, age)
-
-
 @dataclass
 class ParticleCounts:
     """What happened to a subhalo's star particles."""
@@ -112,7 +88,7 @@ def history_from_particles(formation_scale_factor, initial_mass_msun, metallicit
     finite = np.isfinite(a) & np.isfinite(mass) & np.isfinite(z)
     star = finite & (a > 0)
     counts = ParticleCounts(used=int(star.sum()), wind=int((finite & (a <= 0)).sum()), nan=int((~finite).sum()))
-    t = cosmic_time_gyr(a[star], bins.cosmology)
+    t = age_at_scale_factor_gyr(a[star], bins.cosmology)
     edges = bins.edges
     mass_formed, _ = np.histogram(t, bins=edges, weights=mass[star])
     metal_mass, _ = np.histogram(t, bins=edges, weights=mass[star] * z[star])
@@ -120,12 +96,10 @@ def history_from_particles(formation_scale_factor, initial_mass_msun, metallicit
     return history, counts
 
 
-def stars_from_hdf5_group(group: h5py.Group, hubble_param: float) -> dict[str, np.ndarray]:
-    """The three star fields of a PartType4 group, masses converted to Msun."""
-    missing = [name for name in STAR_FIELDS if name not in group]
-    if missing:
-        raise ValueError(f"{group.file.filename}: {group.name} lacks {', '.join(missing)}")
-    stars = {name: group[name][()] for name in STAR_FIELDS}
+def stars_in_msun(fields, hubble_param: float) -> dict[str, np.ndarray]:
+    """The three star fields from a mapping (an HDF5 group, illustris_python's dict), with
+    GFM_InitialMass converted from 1e10 Msun/h to Msun."""
+    stars = {name: np.asarray(fields[name][()]) for name in STAR_FIELDS}
     stars["GFM_InitialMass"] = stars["GFM_InitialMass"] * (MASS_UNIT_MSUN_PER_H / hubble_param)
     return stars
 
@@ -143,7 +117,10 @@ def read_cutout(path) -> dict[str, np.ndarray] | None:
                 raise ValueError(f"{path}: Header lacks HubbleParam")
             if "PartType4" not in f or len(f["PartType4"]) == 0:
                 return None
-            return stars_from_hdf5_group(f["PartType4"], float(hubble))
+            missing = [name for name in STAR_FIELDS if name not in f["PartType4"]]
+            if missing:
+                raise ValueError(f"{path}: PartType4 lacks {', '.join(missing)}")
+            return stars_in_msun(f["PartType4"], float(hubble))
     except OSError as err:
         raise ValueError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {err}") from err
 
@@ -292,14 +269,12 @@ class TNGClient:
 def histories_from_api(client: TNGClient, cache_dir, *, min_stellar_mass_msun: float = MIN_STELLAR_MASS_MSUN,
                        time_bins: TimeBins | None = None, progress: bool = True, limit: int | None = None):
     """Search, download (resumably) and bin every selected subhalo.  Returns (ids, histories, report)."""
-    from tqdm.auto import tqdm
-
     ids, query = client.search_subhalos(min_stellar_mass_msun)
     if limit is not None:
         ids = ids[:limit]
 
     report = {"source": "TNG web API", "api_url": client.snapshot_url, "api_query": query}
-    return _bin_subhalos(ids, lambda i: client.star_particles(i, cache_dir), time_bins, progress, report, tqdm)
+    return _bin_subhalos(ids, lambda i: client.star_particles(i, cache_dir), time_bins, progress, report)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +287,6 @@ def histories_from_local(base_path, snapshot: int = 99, *, min_stellar_mass_msun
     `output` folder: groups_099/, snapdir_099/, and ../postprocessing/offsets/) with illustris_python,
     select and bin every subhalo.  Returns (ids, histories, report)."""
     import illustris_python as il
-    from tqdm.auto import tqdm
 
     base_path = str(base_path)
     try:
@@ -337,22 +311,22 @@ def histories_from_local(base_path, snapshot: int = 99, *, min_stellar_mass_msun
         except OSError as err:
             raise ValueError(f"cannot read the snapshot chunks of snapshot {snapshot} under {base_path} "
                              f"(subhalo {subhalo_id}; truncated or corrupt file?): {err}") from err
-        if stars["count"] == 0:
-            return None
-        stars = {name: stars[name] for name in STAR_FIELDS}
-        stars["GFM_InitialMass"] = stars["GFM_InitialMass"] * (MASS_UNIT_MSUN_PER_H / hubble)
-        return stars
+        return None if stars["count"] == 0 else stars_in_msun(stars, hubble)
 
     report = {"source": "TNG local simulation files (illustris_python)", "base_path": base_path,
               "hubble_param": hubble}
-    return _bin_subhalos(ids, stars_of, time_bins, progress, report, tqdm)
+    return _bin_subhalos(ids, stars_of, time_bins, progress, report)
 
 
 # --------------------------------------------------------------------------------------------
 # Both sources
 
 
-def _bin_subhalos(ids, stars_of, time_bins, progress, report, tqdm):
+def _bin_subhalos(ids, stars_of, time_bins, progress, report):
+    """Bin the stars of every subhalo in `ids` (`stars_of(id)` gives its fields or None) and apply
+    the cuts.  Returns (kept ids, histories (n, 2, n_bins), report with the counts)."""
+    from tqdm.auto import tqdm
+
     bins = time_bins or TimeBins()
     kept_ids, histories = [], []
     dropped = {"no_stars": [], "metallicity_cap": []}
@@ -381,8 +355,7 @@ def _bin_subhalos(ids, stars_of, time_bins, progress, report, tqdm):
                   n_dropped_metallicity_cap=len(dropped["metallicity_cap"]),
                   n_particles_used=particles.used, n_particles_wind=particles.wind,
                   n_particles_nan=particles.nan)
-    shape = (0, 2, bins.n_bins)
-    return np.array(kept_ids, dtype=np.int64), np.array(histories).reshape(-1, *shape[1:]), report
+    return np.array(kept_ids, dtype=np.int64), np.array(histories).reshape(-1, 2, bins.n_bins), report
 
 
 def build_tng_dataset(out_dir, *, source: str = "api", api_key: str | None = None, base_path=None,
