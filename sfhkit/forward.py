@@ -92,6 +92,8 @@ class ForwardModel(torch.nn.Module):
         overlap_yr = 1e9 * np.clip(np.minimum(age_hi[:, None], cell[None, 1:])
                                    - np.maximum(age_lo[:, None], cell[None, :-1]), 0.0, None)
         self.formed_fraction = self.time_bins.fraction_formed_before(self.age_at_z_gyr)
+        living = grid.dataset["living_mass_fraction"].values                    # (age, logz)
+        self.register_buffer("surviving_per_sfr", self._t(overlap_yr @ living))  # Msun per Msun/yr
 
         # 2. Templates on the library's wavelengths: Lsun/A per (Msun/yr) in each (bin, logz).
         lum = torch.from_numpy(np.ascontiguousarray(grid.luminosity))       # (age, logz, wave) float32
@@ -187,12 +189,8 @@ class ForwardModel(torch.nn.Module):
                 raise ValueError("history contains NaN or infinite values")
             if (history[:, 0] < 0).any():
                 raise ValueError("history SFR (channel 0) must be >= 0 Msun/yr")
+        lower, w_lo, w_hi = self._metallicity_weights(history)
         sfr = history[:, 0, self.active_bins]
-        logz = history[:, 1, self.active_bins]
-        u_idx = ((logz - self.logz_start) / self.logz_step).clamp(0, self.n_logz - 1)
-        lower = u_idx.detach().floor().clamp(max=self.n_logz - 2).long()
-        frac = u_idx - lower
-        w_lo, w_hi = sfr * (1 - frac), sfr * frac                              # (batch, bins)
 
         if self.rank is None:
             weights = torch.zeros(sfr.shape + (self.n_logz,), dtype=sfr.dtype, device=sfr.device)
@@ -218,6 +216,61 @@ class ForwardModel(torch.nn.Module):
             absorbed = self._absorbed(lower, w_lo, w_hi, absorbed_fraction)
             flux = flux + absorbed.unsqueeze(-1) * self.dust_template
         return flux[0] if unbatched else flux
+
+    def _metallicity_weights(self, history, with_fraction: bool = False):
+        """For each active bin: the lower of the two grid metallicities around its log Z and the SFR
+        weights of the lower and upper one (linear in log Z), each (batch, active bins)."""
+        sfr = history[:, 0, self.active_bins]
+        logz = history[:, 1, self.active_bins]
+        u_idx = ((logz - self.logz_start) / self.logz_step).clamp(0, self.n_logz - 1)
+        lower = u_idx.detach().floor().clamp(max=self.n_logz - 2).long()
+        frac = u_idx - lower
+        if with_fraction:
+            return lower, sfr * (1 - frac), sfr * frac, frac
+        return lower, sfr * (1 - frac), sfr * frac
+
+    # --- the model as a linear map (for the sampler) ----------------------------------------------
+    def linear_parts(self, av: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The compressed model as flux = coefficients(history) @ basis at a fixed A_V:
+        `table` (active bins, logz, K): the coefficients of a unit SFR in each bin at each grid
+        metallicity (the SVD coefficients, then the absorbed luminosity that dust re-emits), and
+        `basis` (K, pixels) (the attenuated SVD basis, then the dust-emission spectrum)."""
+        if self.rank is None:
+            raise ValueError("linear_parts needs the compressed model (rank=...), not rank=None")
+        av = self._av if av is None else float(av)
+        table = self.coefficients
+        basis = self.basis * torch.pow(10.0, -0.4 * av * self.a_over_av_pixel)
+        if self.dust_emission:
+            absorbed_fraction = 1 - torch.pow(10.0, -0.4 * av * self.a_over_av_coarse)
+            energy = (absorbed_fraction @ self.energy_templates.T).reshape(table.shape[0], self.n_logz, 1)
+            table = torch.cat([table, energy], dim=-1)
+            basis = torch.cat([basis, self.dust_template[None]], dim=0)
+        return table, basis
+
+    def coefficient_jacobian(self, history: torch.Tensor, table: torch.Tensor):
+        """For histories (batch, 2, n_bins) and a `table` from `linear_parts`: the coefficients
+        (batch, K) and their derivatives with respect to each active bin's SFR and log Z
+        (batch, active bins, K each; zero for log Z outside the grid, where it is clamped)."""
+        lower, w_lo, w_hi, frac = self._metallicity_weights(history, with_fraction=True)
+        sfr = history[:, 0, self.active_bins]
+        bins = torch.arange(lower.shape[1], device=lower.device)
+        t_lo, t_hi = table[bins, lower], table[bins, lower + 1]                 # (batch, bins, K)
+        coefficients = (w_lo.unsqueeze(-1) * t_lo + w_hi.unsqueeze(-1) * t_hi).sum(1)
+        d_sfr = t_lo + frac.unsqueeze(-1) * (t_hi - t_lo)
+        logz = history[:, 1, self.active_bins]
+        inside = (logz > self.logz_start) & (logz < self.logz_start + (self.n_logz - 1) * self.logz_step)
+        d_logz = (sfr * inside / self.logz_step).unsqueeze(-1) * (t_hi - t_lo)
+        return coefficients, d_sfr, d_logz
+
+    def surviving_mass_msun(self, history: torch.Tensor) -> torch.Tensor:
+        """Stellar mass still alive at t(z) (Msun; living fraction of the SSP grid), per history
+        (batch, 2, n_bins) -> (batch,), or a scalar tensor for one (2, n_bins) history."""
+        unbatched = history.dim() == 2
+        history = torch.as_tensor(history, dtype=self.dtype_, device=self.device_).reshape(-1, 2, self.n_bins)
+        lower, w_lo, w_hi = self._metallicity_weights(history)
+        bins = torch.arange(lower.shape[1], device=lower.device)
+        mass = (w_lo * self.surviving_per_sfr[bins, lower] + w_hi * self.surviving_per_sfr[bins, lower + 1]).sum(1)
+        return mass[0] if unbatched else mass
 
     def _absorbed(self, lower, w_lo, w_hi, absorbed_fraction):
         """Absorbed luminosity per history (flux units x Angstrom), from the two metallicity

@@ -134,3 +134,28 @@ def summary_statistics(histories, time_bins: TimeBins | None = None) -> dict[str
     return {"log10_formed_mass": log_mass, "t50_gyr": formation_time_gyr(h, 0.5, time_bins),
             "t90_gyr": formation_time_gyr(h, 0.9, time_bins), "mass_weighted_logz": mass_weighted_logz(h, time_bins),
             "burstiness_dex": burstiness_dex(h)}
+
+
+def observable_quantities(histories, age_at_z_gyr: float, time_bins: TimeBins | None = None) -> dict[str, np.ndarray]:
+    """What a spectrum observed at cosmic time `age_at_z_gyr` can tell: quantities of the part of each
+    history formed before then (the rest is a prediction).  Per history: log10 formed mass (Msun),
+    t50 and t90 (cosmic time, Gyr), mass-weighted age at t(z) (Gyr) and mass-weighted log10 Z/Zsun.
+    (The surviving stellar mass needs the SSP grid: `ForwardModel.surviving_mass_msun`.)"""
+    bins = time_bins or TimeBins()
+    h = np.array(histories, dtype=np.float64)
+    fraction = bins.fraction_formed_before(age_at_z_gyr)
+    h[..., SFR, :] *= fraction                   # mass formed before t(z), spread over each bin
+    mass = formed_mass_per_bin_msun(h, bins)
+    total = mass.sum(axis=-1)
+    # Mean formation time of the stars of each bin formed before t(z) (the bin holding t(z) in part).
+    edges = bins.edges
+    formed_until = np.minimum(edges[1:], age_at_z_gyr)
+    mean_time = 0.5 * (edges[:-1] + np.maximum(formed_until, edges[:-1]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        age = age_at_z_gyr - (mass * mean_time).sum(axis=-1) / total
+        log_mass = np.log10(total)
+    # (In the bin holding t(z) the interpolation spreads its formed part over the whole bin: clip.)
+    return {"log10_formed_mass": log_mass,
+            "t50_gyr": np.minimum(formation_time_gyr(h, 0.5, bins), age_at_z_gyr),
+            "t90_gyr": np.minimum(formation_time_gyr(h, 0.9, bins), age_at_z_gyr), "mass_weighted_age_gyr": age,
+            "mass_weighted_logz": mass_weighted_logz(h, bins)}

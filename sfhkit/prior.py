@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 import warnings
 from pathlib import Path
 
@@ -36,6 +35,7 @@ SIGMA_MAX = 16.0
 N_CHANNELS, N_BINS = 2, 64
 LOGZ_RANGE = (-2.5, 0.5)          # the SSP grid's metallicity range (log10 Z/Zsun)
 ASINH_SFR_SCALE = 0.1             # Msun/yr
+MAX_SFR = 1e4                     # Msun/yr; "asinh" histories are capped here (no overflow far out in the noise)
 CHECKPOINT_FORMAT = "sfhkit prior"
 CHECKPOINT_VERSION = 1
 
@@ -79,15 +79,17 @@ class HistoryTransform(nn.Module):
         h = torch.as_tensor(histories, dtype=self.mean.dtype, device=self.mean.device)
         return (self._forward_map(h) - self.mean) / self.std
 
-    def physical(self, x: torch.Tensor) -> torch.Tensor:
-        """Back to SFR (Msun/yr, clipped at 0) and log10 Z/Zsun (clipped to the grid's range for
-        "asinh", whose forward map clips it too)."""
+    def physical(self, x: torch.Tensor, clip_sfr: bool = True) -> torch.Tensor:
+        """Back to SFR (Msun/yr, clipped at 0 unless `clip_sfr` is False, as the sampler needs for
+        informative gradients) and log10 Z/Zsun (clipped to the grid's range for "asinh", whose
+        forward map clips it too)."""
         y = x * self.std + self.mean
         sfr, logz = y[..., 0, :], y[..., 1, :]
         if self.kind == "asinh":
-            sfr = torch.sinh(sfr) * ASINH_SFR_SCALE
+            limit = math.asinh(MAX_SFR / ASINH_SFR_SCALE)
+            sfr = torch.sinh(sfr.clamp(-limit, limit)) * ASINH_SFR_SCALE
             logz = logz.clamp(*LOGZ_RANGE)
-        return torch.stack([sfr.clamp(min=0.0), logz], dim=-2)
+        return torch.stack([sfr.clamp(min=0.0) if clip_sfr else sfr, logz], dim=-2)
 
     def state(self) -> dict:
         return {"kind": self.kind, "mean": self.mean.detach().cpu(), "std": self.std.detach().cpu()}
@@ -149,12 +151,23 @@ class Prior:
         self.training_info: dict = {}
 
     # -- the diffusion --------------------------------------------------------------------------
+    event_shape = (N_CHANNELS, N_BINS)
+
     @property
     def sde(self):
         return self.model.sde
 
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sde.sigma_max)
+
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """Noise level sigma(t) = sigma_min (sigma_max / sigma_min)^t of the diffusion."""
         return self.sde.sigma(t)
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        """g(t) = sqrt(d sigma^2 / dt) of the VE SDE, shape (B,)."""
+        return self.sde.diffusion(t, t.view(-1, 1)).view(-1)
 
     def score(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Score of the diffused prior in the normalised space, for x (B, 2, 64) at times t (B,)."""
@@ -168,32 +181,18 @@ class Prior:
     def sample_normalised(self, n: int, steps: int = 500, *, seed: int | None = None, progress: bool = True,
                           batch_size: int = 4096) -> torch.Tensor:
         """Euler-Maruyama integration of the reverse VE SDE from t = 1 to t = 0 (the paper's
-        sampler, without a likelihood); returns the final denoised mean, normalised space."""
+        sampler, without a likelihood; `sfhkit.sampler.reverse_diffusion`), normalised space."""
         from tqdm.auto import tqdm
+
+        from .sampler import make_generator, reverse_diffusion
 
         if n < 1 or steps < 1:
             raise ValueError(f"need n >= 1 and steps >= 1, got n={n}, steps={steps}")
-        generator = torch.Generator(device=self.device)
-        # Without a seed, fresh entropy, leaving torch's global generator untouched.
-        generator.manual_seed(int(seed) if seed is not None else secrets.randbits(63))
+        generator = make_generator(seed, self.device)
         self.network.eval()
-        out = []
-        bar = tqdm(total=n * steps, desc="prior samples", unit="step", unit_scale=True, disable=not progress)
-        for start in range(0, n, batch_size):
-            b = min(batch_size, n - start)
-            x = torch.randn(b, N_CHANNELS, N_BINS, generator=generator, device=self.device) * self.sde.sigma_max
-            times = torch.linspace(1.0, 0.0, steps + 1, device=self.device)
-            for i in range(steps):
-                t = times[i].expand(b)
-                dt = times[i + 1] - times[i]  # negative
-                g = self.sde.diffusion(t, x)
-                mean = x - g**2 * self.score(t, x) * dt
-                noise = torch.randn(x.shape, generator=generator, device=self.device)
-                x = mean + g * noise * math.sqrt(-float(dt)) if i < steps - 1 else mean
-                bar.update(b)
-            out.append(x)
-        bar.close()
-        x = torch.cat(out)
+        with tqdm(total=n * steps, desc="prior samples", unit="step", unit_scale=True, disable=not progress) as bar:
+            x = torch.cat([reverse_diffusion(self, min(batch_size, n - start), steps, generator=generator,
+                                             progress_bar=bar) for start in range(0, n, batch_size)])
         if not torch.isfinite(x).all():
             warnings.warn(f"{int((~torch.isfinite(x)).any(-1).any(-1).sum())} of {n} prior draws are not finite "
                           f"(sampling diverged); try more steps", RuntimeWarning, stacklevel=2)

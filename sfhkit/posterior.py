@@ -1,0 +1,191 @@
+"""Posterior draws of one observation: histories, their spectra and residuals, derived quantities,
+NetCDF round trip.
+
+`Posterior` holds all n draws and flags the kept subset (the best `keep` by mean |residual| / sigma,
+as the paper).  Derived quantities (`derived()`, `summary()`) are those of the part of each history
+formed before the observed epoch t(z):
+
+    log10_formed_mass       log10 Msun   stellar mass formed up to t(z)
+    log10_surviving_mass    log10 Msun   of which still alive at t(z) (SSP living fraction)
+    t50_gyr, t90_gyr        Gyr          cosmic time when 50 / 90 % of it had formed
+    mass_weighted_age_gyr   Gyr          formed-mass-weighted age at t(z)
+    mass_weighted_logz      dex          formed-mass-weighted log10 Z/Zsun
+
+On disk (`save`/`load`) a posterior is one NetCDF-4 file with ArviZ-style groups and dimension
+names (chain, draw); units are in each variable's attrs:
+
+    /posterior               sfr (chain, draw, time_bin), log_z, the derived quantities
+    /posterior_predictive    flux (chain, draw, wavelength)
+    /observed_data           flux, sigma, mask (wavelength)
+    /sample_stats            chi2, mean_abs_residual, kept (chain, draw)
+    /constant_data           time-bin edges, and the true history of a mock
+    root attrs               redshift, av, t(z), the sampler's config (JSON), sfhkit version
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ._io import atomic_path
+from ._version import __version__
+from .cosmology import TimeBins
+from .histories import observable_quantities
+from .observation import FLUX_UNIT, Observation
+
+DERIVED_UNITS = {"log10_formed_mass": "log10 Msun", "log10_surviving_mass": "log10 Msun", "t50_gyr": "Gyr",
+                 "t90_gyr": "Gyr", "mass_weighted_age_gyr": "Gyr", "mass_weighted_logz": "log10 Z/Zsun"}
+FORMAT = "sfhkit posterior"
+FORMAT_VERSION = 1
+
+
+def _numpy(a):
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
+@dataclass
+class Posterior:
+    """Draws of the posterior of one observation (see module docstring)."""
+
+    observation: Observation
+    histories: np.ndarray            # (n, 2, n_bins): SFR Msun/yr, log10 Z/Zsun
+    spectra: np.ndarray              # (n, n_pixels) model flux, 1e-17 erg/s/cm2/A
+    chi2: np.ndarray                 # (n,) over unmasked pixels
+    mean_abs_residual: np.ndarray    # (n,) mean |flux - model| / sigma over unmasked pixels
+    surviving_mass_msun: np.ndarray  # (n,)
+    kept: np.ndarray                 # (n,) bool
+    age_at_z_gyr: float
+    time_bins: TimeBins = field(default_factory=TimeBins)
+    config: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_draws(cls, observation, histories, spectra, chi2, mean_abs_residual, surviving_mass_msun, *,
+                   keep: int, age_at_z_gyr: float, time_bins: TimeBins, config: dict) -> "Posterior":
+        mean_abs = _numpy(mean_abs_residual).astype(float)
+        kept = np.zeros(mean_abs.size, dtype=bool)
+        kept[np.argsort(mean_abs, kind="stable")[:keep]] = True
+        return cls(observation, _numpy(histories).astype(float), _numpy(spectra).astype(float),
+                   _numpy(chi2).astype(float), mean_abs, _numpy(surviving_mass_msun).astype(float), kept,
+                   float(age_at_z_gyr), time_bins, dict(config))
+
+    # -- views ----------------------------------------------------------------------------------
+    @property
+    def n_draws(self) -> int:
+        return self.histories.shape[0]
+
+    def samples(self, kept_only: bool = True) -> np.ndarray:
+        """Histories (n, 2, n_bins) of the kept draws (or all)."""
+        return self.histories[self.kept] if kept_only else self.histories
+
+    def residuals(self, kept_only: bool = True, normalised: bool = True) -> np.ndarray:
+        """(flux - model) per draw and pixel, divided by sigma when `normalised`; NaN where masked."""
+        obs = self.observation
+        r = obs.flux[None, :] - (self.spectra[self.kept] if kept_only else self.spectra)
+        if normalised:
+            r = r / obs.sigma[None, :]
+        return np.where(obs.mask[None, :], r, np.nan)
+
+    def derived(self, kept_only: bool = True) -> dict[str, np.ndarray]:
+        """Derived quantities per draw (see module docstring for names and units)."""
+        select = self.kept if kept_only else slice(None)
+        out = observable_quantities(self.histories[select], self.age_at_z_gyr, self.time_bins)
+        with np.errstate(divide="ignore"):
+            out["log10_surviving_mass"] = np.log10(self.surviving_mass_msun[select])
+        return {name: out[name] for name in DERIVED_UNITS}
+
+    def summary(self, kept_only: bool = True) -> dict[str, dict]:
+        """Mean and standard deviation of each derived quantity, with its unit."""
+        return {name: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "unit": DERIVED_UNITS[name]}
+                for name, v in self.derived(kept_only).items()}
+
+    def true_history(self) -> np.ndarray | None:
+        """The true history of a mock observation, else None."""
+        truth = self.observation.metadata.get("true_history")
+        return None if truth is None else np.asarray(truth, dtype=float)
+
+    # -- NetCDF ---------------------------------------------------------------------------------
+    def to_datatree(self) -> xr.DataTree:
+        obs = self.observation
+        n, _, n_bins = self.histories.shape
+        draw = {"chain": [0], "draw": np.arange(n)}
+        centres = self.time_bins.centers
+        bins_coord = {"time_bin": ("time_bin", centres, {"units": "Gyr", "long_name": "bin centre, cosmic time"})}
+        wave_coord = {"wavelength": ("wavelength", obs.wavelength,
+                                     {"units": "Angstrom", "long_name": "observed-frame vacuum wavelength"})}
+        cd = ("chain", "draw")
+        derived_all = self.derived(kept_only=False)
+        posterior = xr.Dataset(
+            {"sfr": (cd + ("time_bin",), self.histories[None, :, 0], {"units": "Msun/yr"}),
+             "log_z": (cd + ("time_bin",), self.histories[None, :, 1], {"units": "log10 Z/Zsun"}),
+             **{name: (cd, v[None], {"units": DERIVED_UNITS[name]}) for name, v in derived_all.items()}},
+            coords={**draw, **bins_coord})
+        predictive = xr.Dataset({"flux": (cd + ("wavelength",), self.spectra[None], {"units": FLUX_UNIT})},
+                                coords={**draw, **wave_coord})
+        observed = xr.Dataset({"flux": ("wavelength", obs.flux, {"units": FLUX_UNIT}),
+                               "sigma": ("wavelength", obs.sigma, {"units": FLUX_UNIT}),
+                               "mask": ("wavelength", obs.mask.astype(np.int8),
+                                        {"long_name": "1 where the pixel was used in the fit"})},
+                              coords=wave_coord)
+        stats = xr.Dataset({"chi2": (cd, self.chi2[None], {"long_name": "chi^2 over unmasked pixels"}),
+                            "mean_abs_residual": (cd, self.mean_abs_residual[None], {"units": "sigma"}),
+                            "kept": (cd, self.kept[None].astype(np.int8), {"long_name": "1 for the kept draws"})},
+                           coords=draw)
+        constant = xr.Dataset({"time_bin_edges": ("time_bin_edge", self.time_bins.edges, {"units": "Gyr"})})
+        truth = self.true_history()
+        if truth is not None:
+            constant["true_sfr"] = ("time_bin", truth[0], {"units": "Msun/yr"})
+            constant["true_log_z"] = ("time_bin", truth[1], {"units": "log10 Z/Zsun"})
+            constant = constant.assign_coords(bins_coord)
+        scalars = {k: v for k, v in obs.metadata.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "sfhkit_version": __version__,
+                 "redshift": obs.redshift, "av": obs.av, "age_at_z_gyr": self.age_at_z_gyr,
+                 "cosmology": self.time_bins.cosmology.name or "", "n_time_bins": n_bins,
+                 "config": json.dumps(self.config), "metadata": json.dumps(scalars)}
+        return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), "posterior": posterior,
+                                      "posterior_predictive": predictive, "observed_data": observed,
+                                      "sample_stats": stats, "constant_data": constant})
+
+    def save(self, path) -> Path:
+        """Write the NetCDF file atomically (temporary file, then rename)."""
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            self.to_datatree().to_netcdf(tmp, engine="h5netcdf")
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Posterior":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no posterior file at {path}")
+        try:
+            tree = xr.open_datatree(path, engine="h5netcdf").load()
+        except Exception as err:  # noqa: BLE001 - any reader failure means: not a posterior file
+            raise ValueError(f"{path} is not a readable NetCDF-4 file ({err})") from None
+        attrs = tree.attrs
+        if attrs.get("format") != FORMAT:
+            raise ValueError(f"{path} is not an sfhkit posterior file (format={attrs.get('format')!r})")
+        if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
+            raise ValueError(f"{path} has posterior format version {attrs.get('format_version')}, this sfhkit "
+                             f"reads version {FORMAT_VERSION}")
+        post, obs_ds = tree["posterior"].to_dataset(), tree["observed_data"].to_dataset()
+        metadata = json.loads(attrs["metadata"])
+        constant = tree["constant_data"].to_dataset()
+        if "true_sfr" in constant:
+            metadata["true_history"] = np.stack([constant["true_sfr"].values, constant["true_log_z"].values])
+        obs = Observation(obs_ds["wavelength"].values, obs_ds["flux"].values, obs_ds["sigma"].values,
+                          float(attrs["redshift"]), float(attrs["av"]), mask=obs_ds["mask"].values.astype(bool),
+                          metadata=metadata)
+        stats = tree["sample_stats"].to_dataset()
+        histories = np.stack([post["sfr"].values[0], post["log_z"].values[0]], axis=1)
+        time_bins = TimeBins(n_bins=int(attrs["n_time_bins"]))
+        if not np.allclose(time_bins.edges, constant["time_bin_edges"].values):
+            raise ValueError(f"{path} uses time bins that differ from this sfhkit's (cosmology "
+                             f"{attrs.get('cosmology')!r})")
+        return cls(obs, histories, tree["posterior_predictive"]["flux"].values[0], stats["chi2"].values[0],
+                   stats["mean_abs_residual"].values[0], 10 ** post["log10_surviving_mass"].values[0],
+                   stats["kept"].values[0].astype(bool), float(attrs["age_at_z_gyr"]), time_bins,
+                   json.loads(attrs["config"]))
