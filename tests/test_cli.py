@@ -6,13 +6,19 @@ import pytest
 from sfhkit.cli import main
 
 
-def test_demo_writes_spectrum_history_and_figure(grid, tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--redshift", "0.05", "--av", "0.2"]) == 0
-    report = json.loads(capsys.readouterr().out.split("\n", 1)[1])
-    spectrum = np.loadtxt(report["spectrum"], delimiter=",")
-    assert spectrum.shape[1] == 2 and np.all(np.isfinite(spectrum)) and np.all(spectrum[:, 1] > 0)
-    assert (tmp_path / "model_spectrum.png").read_bytes()[:4] == b"\x89PNG"
-    assert np.loadtxt(report["history"], delimiter=",").shape == (64, 3)
+def test_demo_runs_the_mock_experiment(grid, tmp_path, capsys):
+    """Small settings; the full run is `make demo`."""
+    assert main(["demo", "--out", str(tmp_path), "--n", "6", "--keep", "5", "--steps", "40"]) == 0
+    report = json.loads((tmp_path / "summary.json").read_text())
+    assert (tmp_path / "mock_posterior.png").read_bytes()[:4] == b"\x89PNG"
+    from sfhkit.posterior import Posterior
+
+    posterior = Posterior.load(report["posterior"])
+    assert posterior.kept.sum() == 5 and posterior.true_history().shape == (2, 64)
+    mass = report["derived"]["log10_formed_mass"]
+    assert abs(mass["mean"] - mass["truth"]) < 0.15 and np.isfinite(report["median_chi2_per_pixel"])
+    assert main(["demo", "--out", str(tmp_path), "--index", "999999"]) == 2
+    assert "--index must be" in capsys.readouterr().err
 
 
 def test_bad_arguments_give_an_error_not_a_traceback(grid, tmp_path, capsys):
