@@ -202,13 +202,35 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--quiet", action="store_true")
     sample.set_defaults(func=_prior_sample)
 
+    cal = sub.add_parser("calibrate", help="posterior coverage on test-set mocks (JSON, plot)",
+                         description="Sample the posteriors of N test-set mocks (same z, A_V, SNR; BATCH galaxies per "
+                                     "batch) and report the coverage of central 68 %% and 95 %% intervals and TARP.")
+    cal.add_argument("--n", type=int, default=200, help="number of mock galaxies (default 200)")
+    cal.add_argument("--draws", type=int, default=120, help="posterior draws per galaxy (default 120)")
+    cal.add_argument("--keep", type=int, default=100)
+    cal.add_argument("--steps", type=int, default=None, help="reverse-SDE steps (default: the sampler's)")
+    cal.add_argument("--batch", type=int, default=1,
+                     help="galaxies sampled together (default 1: on a CPU batching does not pay, the likelihood dominates)")
+    cal.add_argument("--redshift", type=float, default=0.05)
+    cal.add_argument("--av", type=float, default=0.2)
+    cal.add_argument("--snr", type=float, default=50.0)
+    cal.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
+    cal.add_argument("--cla", default="jacobian", choices=["jacobian", "paper"])
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--out", default=None, help="write the full JSON report here")
+    cal.add_argument("--plot", default=None, help="save the coverage figure (PNG) here")
+    cal.add_argument("--quiet", action="store_true")
+    from .calibration import main as calibrate_main
+
+    cal.set_defaults(func=calibrate_main)
+
     bench = sub.add_parser("bench", help="benchmarks (print JSON)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     fwd = bench_sub.add_parser("forward", help="forward-model spectra per second vs bagpipes")
     fwd.add_argument("--min-seconds", type=float, default=2.0, help="time per measurement")
     fwd.add_argument("--device", default="cpu")
     fwd.add_argument("--no-bagpipes", action="store_true")
-    from .bench import main_forward, main_prior
+    from .bench import main_forward, main_posterior, main_prior
 
     fwd.set_defaults(func=main_forward)
     pb = bench_sub.add_parser("prior", help="prior quality (classifier AUC, KS distances) and sampling speed")
@@ -220,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--device", default="cpu")
     pb.add_argument("--plot", default=None, help="also save a PNG of prior draws next to test histories")
     pb.set_defaults(func=main_prior)
+    bp = bench_sub.add_parser("posterior", help="wall time of posterior sampling for one SDSS-like mock, and batched")
+    bp.add_argument("--n", type=int, default=120)
+    bp.add_argument("--keep", type=int, default=100)
+    bp.add_argument("--steps", type=int, default=None, help="default: the sampler's")
+    bp.add_argument("--batch-galaxies", type=int, default=8, help="mocks sampled together for the throughput figure")
+    bp.add_argument("--seed", type=int, default=0)
+    bp.add_argument("--device", default="cpu")
+    bp.set_defaults(func=main_posterior)
     return parser
 
 

@@ -233,13 +233,14 @@ class SpectrumLikelihood:
         jacobian = torch.cat([d_sfr * d_physical[:, 0, active, None],
                               d_logz * d_physical[:, 1, active, None]], dim=1).double()   # (B, 2 bins, K)
         normal = self._rows(self.normal_matrix, n)
-        residual = self._rows(self.projected_flux, n) - torch.einsum("bkl,bl->bk", normal, coefficients.double())
-        # (I + r^2 K^T M K)^-1 K^T u = K^T (I + r^2 M K K^T)^-1 u  (push-through: a K x K solve)
-        r2 = (s2 / (1 + s2)).double().view(-1, 1, 1)
-        outer = torch.einsum("bjk,bjl->bkl", jacobian, jacobian)                           # K K^T
-        system = torch.eye(outer.shape[-1], dtype=outer.dtype) + r2 * (normal @ outer)
-        solved = torch.linalg.solve(system, residual.unsqueeze(-1)).squeeze(-1)
-        step = (torch.einsum("bjk,bk->bj", jacobian, solved) / (1 + s2.double().view(-1, 1))).to(x_t.dtype)
+        residual = self._rows(self.projected_flux, n) - torch.bmm(normal, coefficients.double().unsqueeze(-1)).squeeze(-1)
+        # (I + r^2 K^T M K)^-1 K^T u = K^T (I + r^2 M K K^T)^-1 u  (push-through: a K x K solve),
+        # in float64: M spans many decades (in float32 some draws of faint galaxies diverged).
+        r2 = (s2 / (1 + s2)).double()
+        system = r2 * torch.bmm(normal, torch.bmm(jacobian.transpose(1, 2), jacobian))
+        system.diagonal(dim1=1, dim2=2).add_(1.0)
+        solved = torch.linalg.solve(system, residual.unsqueeze(-1))
+        step = (torch.bmm(jacobian, solved).squeeze(-1) / (1 + s2.double().view(-1, 1))).to(x_t.dtype)
         out = torch.zeros_like(x_t)
         n_active = active.numel()
         out[:, 0, active] = step[:, :n_active]

@@ -24,7 +24,7 @@ import torch
 
 from .likelihood import SpectrumLikelihood
 
-DEFAULT_STEPS = 500
+DEFAULT_STEPS = 250
 
 
 class SamplingCancelled(RuntimeError):

@@ -1,0 +1,165 @@
+"""Calibration of the posterior on mocks (beyond the paper, which shows one).
+
+For many test-set histories: make the paper's mock (same z, A_V, SNR for all, so that one forward
+model serves every galaxy and galaxies are sampled in batches), sample the posterior, and ask how
+often the truth falls inside the central 68 % and 95 % intervals of the kept draws, for each
+derived quantity and each time bin's SFR.  A calibrated posterior gives 0.68 and 0.95.  TARP
+(Lemos et al. 2023, "Sampling-based accuracy testing of posterior estimators") tests the joint
+128-dimensional history: for a random reference point per galaxy, the fraction f of draws closer to
+it than the truth is uniform when the posterior is calibrated; the expected coverage
+ECP(alpha) = mean(f < alpha) then equals alpha.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+
+QUANTITIES = ("log10_formed_mass", "t50_gyr", "mass_weighted_logz", "mass_weighted_age_gyr", "log10_surviving_mass")
+LEVELS = (0.68, 0.95)
+
+
+def interval_coverage(truth: np.ndarray, draws: np.ndarray, level: float) -> np.ndarray:
+    """Whether each truth (galaxies, ...) lies in the central `level` interval of its draws
+    (galaxies, draws, ...); NaN where the truth or the draws are undefined."""
+    lo, hi = np.nanquantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=1)
+    inside = (truth >= lo) & (truth <= hi)
+    return np.where(np.isfinite(truth) & np.isfinite(lo), inside, np.nan)
+
+
+def tarp_coverage(truth: np.ndarray, draws: np.ndarray, seed: int = 0, n_alpha: int = 21) -> dict:
+    """TARP expected coverage: truth (galaxies, dim), draws (galaxies, draws, dim), both in a space
+    where Euclidean distance is meaningful (the prior's normalised space).  Reference points are
+    drawn uniformly in the box spanned by the truths."""
+    rng = np.random.default_rng(seed)
+    lo, hi = truth.min(0), truth.max(0)
+    reference = lo + (hi - lo) * rng.random(truth.shape)
+    d_draws = np.linalg.norm(draws - reference[:, None], axis=-1)
+    d_truth = np.linalg.norm(truth - reference, axis=-1)
+    f = (d_draws < d_truth[:, None]).mean(axis=1)
+    alpha = np.linspace(0, 1, n_alpha)
+    ecp = np.array([(f < a).mean() for a in alpha])
+    return {"alpha": alpha.round(3).tolist(), "ecp": ecp.round(4).tolist(),
+            "max_abs_deviation": float(np.abs(ecp - alpha).max())}
+
+
+def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int = 100, steps: int = 250, batch: int = 1,
+              redshift: float = 0.05, av: float = 0.2, snr: float = 50.0, seed: int = 0, likelihood: str = "cla",
+              cla: str = "jacobian", prior=None, model=None, progress: bool = True) -> dict:
+    """Run `n_galaxies` test-set mocks through the sampler, `batch` galaxies at a time; return the
+    coverage report (see module docstring) with the per-galaxy values needed to redo it."""
+    from tqdm.auto import tqdm
+
+    from .data import load_histories
+    from .forward import ForwardModel
+    from .histories import observable_quantities
+    from .observation import mock_observation, sdss_wavelength
+    from .prior import Prior
+    from .sampler import sample_posterior
+    from .ssp import SSPGrid
+
+    test = load_histories("test")
+    rng = np.random.default_rng(seed)
+    indices = np.sort(rng.choice(test.sizes["galaxy"], size=n_galaxies, replace=False))
+    prior = prior or Prior.default()
+    model = model or ForwardModel(SSPGrid.default(progress=progress), sdss_wavelength(), redshift=redshift, av=av,
+                                  device=prior.device)
+    truths = test.histories.values[indices]
+    started = time.perf_counter()
+    posteriors = []
+    for start in tqdm(range(0, n_galaxies, batch), desc="calibration batches", disable=not progress):
+        chunk = range(start, min(start + batch, n_galaxies))
+        mocks = [mock_observation(truths[i], model, snr=snr, seed=seed * 100003 + int(indices[i]),
+                                  metadata={"test_index": int(indices[i])}) for i in chunk]
+        posteriors += sample_posterior(mocks, prior, model, n=n, keep=keep, likelihood=likelihood, cla=cla,
+                                       steps=steps, seed=seed + start, progress=False)
+    seconds = time.perf_counter() - started
+
+    age = model.age_at_z_gyr
+    true_q = observable_quantities(truths, age, model.time_bins)
+    true_q["log10_surviving_mass"] = np.log10(model.surviving_mass_msun(torch.as_tensor(truths)).cpu().numpy())
+    derived = [p.derived() for p in posteriors]
+    report = {"n_galaxies": n_galaxies, "n_draws": n, "keep": keep, "steps": steps, "likelihood": likelihood,
+              "cla": cla, "redshift": redshift, "av": av, "snr": snr, "seed": seed,
+              "seconds": round(seconds, 1), "seconds_per_galaxy": round(seconds / n_galaxies, 2),
+              "median_chi2_per_pixel": float(np.median([np.median(p.chi2[p.kept]) / p.observation.n_used
+                                                         for p in posteriors])),
+              "coverage": {}, "goal": "coverage within 0.1 of nominal for the derived quantities"}
+    for name in QUANTITIES:
+        draws = np.stack([d[name] for d in derived])
+        report["coverage"][name] = {f"{level:.2f}": float(np.nanmean(interval_coverage(true_q[name], draws, level)))
+                                    for level in LEVELS}
+    sfr_draws = np.stack([p.samples()[:, 0] for p in posteriors])                     # (G, keep, 64)
+    per_bin = {f"{level:.2f}": np.nanmean(interval_coverage(truths[:, 0], sfr_draws, level), axis=0)
+               for level in LEVELS}
+    observed_bins = model.time_bins.fraction_formed_before(age) > 0
+    report["coverage"]["sfr_per_bin"] = {level: {"observed_bins_mean": float(v[observed_bins].mean()),
+                                                 "min": float(v.min()), "values": v.round(3).tolist()}
+                                         for level, v in per_bin.items()}
+    normalise = prior.transform.normalise
+    with torch.no_grad():
+        x_true = normalise(torch.as_tensor(truths)).flatten(1).cpu().numpy()
+        x_draws = np.stack([normalise(torch.as_tensor(p.samples())).flatten(1).cpu().numpy() for p in posteriors])
+    report["tarp"] = tarp_coverage(x_true, x_draws, seed=seed)
+    report["meets_goal"] = bool(all(abs(cov[f"{level:.2f}"] - level) <= 0.1
+                                    for name, cov in report["coverage"].items() if name in QUANTITIES
+                                    for level in LEVELS))
+    report["test_indices"] = indices.tolist()
+    return report
+
+
+def plot_calibration(report: dict, path=None):
+    """Coverage per quantity and level, per-bin SFR coverage, and the TARP curve."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    names = [q for q in QUANTITIES if q in report["coverage"]]
+    for k, level in enumerate(LEVELS):
+        values = [report["coverage"][q][f"{level:.2f}"] for q in names]
+        axes[0].bar(np.arange(len(names)) + 0.4 * k, values, width=0.4, label=f"{level:.0%} interval")
+        axes[0].axhline(level, color=f"C{k}", ls="--", lw=1)
+    axes[0].set_xticks(np.arange(len(names)) + 0.2, names, rotation=30, ha="right", fontsize=8)
+    axes[0].set_ylabel("empirical coverage")
+    axes[0].legend(fontsize=8)
+    for k, level in enumerate(LEVELS):
+        axes[1].plot(report["coverage"]["sfr_per_bin"][f"{level:.2f}"]["values"], color=f"C{k}", label=f"{level:.0%}")
+        axes[1].axhline(level, color=f"C{k}", ls="--", lw=1)
+    axes[1].set_xlabel("time bin")
+    axes[1].set_ylabel("coverage of the bin's SFR")
+    axes[1].legend(fontsize=8)
+    tarp = report["tarp"]
+    axes[2].plot(tarp["alpha"], tarp["ecp"], color="C0", label="TARP")
+    axes[2].plot([0, 1], [0, 1], color="k", ls="--", lw=1)
+    axes[2].set_xlabel("credibility level alpha")
+    axes[2].set_ylabel("expected coverage")
+    axes[2].set_title(f"{report['n_galaxies']} mocks, {report['steps']} steps, {report['likelihood']}/{report['cla']}",
+                      fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def main(args) -> int:
+    from .sampler import DEFAULT_STEPS
+
+    report = calibrate(args.n, n=args.draws, keep=args.keep, steps=args.steps or DEFAULT_STEPS, batch=args.batch,
+                       redshift=args.redshift, av=args.av, snr=args.snr, seed=args.seed,
+                       likelihood=args.likelihood, cla=args.cla, progress=not args.quiet)
+    text = json.dumps(report, indent=1)
+    if args.out:
+        from ._io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+    if args.plot:
+        plot_calibration(report, args.plot)
+    summary = {k: v for k, v in report.items() if k not in ("test_indices",)}
+    summary["coverage"] = {k: v if k != "sfr_per_bin" else {lv: {kk: vv for kk, vv in d.items() if kk != "values"}
+                                                            for lv, d in v.items()}
+                           for k, v in report["coverage"].items()}
+    print(json.dumps(summary, indent=1))
+    return 0
