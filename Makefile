@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench bench-prior clean
+.PHONY: setup demo test bench bench-prior bench-posterior calibrate clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,12 @@ bench: setup
 
 bench-prior: setup
 	$(VENV)/bin/sfhkit bench prior --plot outputs/prior_draws.png
+
+bench-posterior: setup
+	$(VENV)/bin/sfhkit bench posterior
+
+calibrate: setup
+	$(VENV)/bin/sfhkit calibrate --n 200 --out outputs/calibration.json --plot outputs/calibration.png
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info

@@ -12,8 +12,12 @@ from ._version import __version__
 from .cosmology import TimeBins, age_at_redshift_gyr, luminosity_distance_cm
 from .forward import ForwardModel
 from .lsf import LineSpread
+from .observation import Observation, mock_observation
+from .posterior import Posterior
 from .prior import Prior
+from .sampler import SamplingCancelled, sample_posterior
 from .ssp import SSPGrid
 
-__all__ = ["ForwardModel", "LineSpread", "Prior", "SSPGrid", "TimeBins", "__version__",
-           "age_at_redshift_gyr", "histories", "luminosity_distance_cm"]
+__all__ = ["ForwardModel", "LineSpread", "Observation", "Posterior", "Prior", "SSPGrid", "SamplingCancelled",
+           "TimeBins", "__version__", "age_at_redshift_gyr", "histories", "luminosity_distance_cm",
+           "mock_observation", "sample_posterior"]

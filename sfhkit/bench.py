@@ -151,7 +151,7 @@ def main_prior(args) -> int:
 
 
 def bench_posterior(*, n: int = 120, keep: int = 100, steps: int | None = None, index: int = 2122,
-                    batch_galaxies: int = 8, device: str = "cpu", seed: int = 0) -> dict:
+                    batch_galaxies: int = 4, device: str = "cpu", seed: int = 0) -> dict:
     """Wall time of `sample_posterior` for `keep` kept draws (of n) of one mock SDSS-like spectrum
     (3800 pixels, z 0.05, A_V 0.2, SNR 50) with the default prior, and the throughput when
     `batch_galaxies` mocks are sampled in one batch.  The forward model is built (and the SSP grid

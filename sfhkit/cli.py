@@ -10,40 +10,18 @@ from pathlib import Path
 
 def _demo(args) -> int:
     """The paper's mock experiment: a test-set galaxy observed at z, A_V and SNR -> posterior."""
-    import numpy as np
-    import torch
-
-    from .data import load_histories
-    from .forward import ForwardModel
-    from .histories import observable_quantities
-    from .observation import mock_observation, sdss_wavelength
+    from .experiments import mock_experiment
     from .plots import plot_posterior
-    from .prior import Prior
-    from .sampler import sample_posterior
-    from .ssp import SSPGrid
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    test = load_histories("test")
-    if not 0 <= args.index < test.sizes["galaxy"]:
-        raise ValueError(f"--index must be in [0, {test.sizes['galaxy']}), got {args.index}")
-    truth = test.histories.values[args.index]
     print("SSP grid: BC03+MILES on 512 ages x 64 metallicities (built once, then cached)", flush=True)
-    model = ForwardModel(SSPGrid.default(), sdss_wavelength(), redshift=args.redshift, av=args.av,
-                         device=args.device)
-    obs = mock_observation(truth, model, snr=args.snr, seed=args.seed,
-                           metadata={"test_index": args.index, "galaxy_id": int(test.galaxy_id.values[args.index])})
-    posterior = sample_posterior(obs, Prior.default(args.device), model, n=args.n, keep=args.keep,
-                                 likelihood=args.likelihood, cla=args.cla, steps=args.steps, seed=args.seed)
-    nc = posterior.save(out / "posterior.nc")
-    png = out / "mock_posterior.png"
-    plot_posterior(posterior, png)
-    true_values = observable_quantities(truth, posterior.age_at_z_gyr, posterior.time_bins)
-    true_values["log10_surviving_mass"] = float(np.log10(model.surviving_mass_msun(torch.as_tensor(truth)).item()))
-    summary = {name: {**value, "truth": float(true_values[name])} for name, value in posterior.summary().items()}
-    report = {"posterior": str(nc), "figure": str(png), "seconds": posterior.config["seconds"],
-              "median_chi2_per_pixel": float(np.median(posterior.chi2[posterior.kept]) / obs.n_used),
-              "derived": summary}
+    posterior, report = mock_experiment(args.index, redshift=args.redshift, av=args.av, snr=args.snr, n=args.n,
+                                        keep=args.keep, steps=args.steps, likelihood=args.likelihood, cla=args.cla,
+                                        seed=args.seed, device=args.device)
+    report = {"posterior": str(posterior.save(out / "posterior.nc")), "figure": str(out / "mock_posterior.png"),
+              **report}
+    plot_posterior(posterior, report["figure"])
     (out / "summary.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     return 0
@@ -246,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--n", type=int, default=120)
     bp.add_argument("--keep", type=int, default=100)
     bp.add_argument("--steps", type=int, default=None, help="default: the sampler's")
-    bp.add_argument("--batch-galaxies", type=int, default=8, help="mocks sampled together for the throughput figure")
+    bp.add_argument("--batch-galaxies", type=int, default=4, help="mocks sampled together for the throughput figure")
     bp.add_argument("--seed", type=int, default=0)
     bp.add_argument("--device", default="cpu")
     bp.set_defaults(func=main_posterior)

@@ -2,7 +2,8 @@
 
 The reverse diffusion needs the score of the *noised* likelihood, grad_x log p_t(y | x_t), where x_t
 is a history in the prior's normalised space blurred by Gaussian noise of standard deviation
-sigma_t.  It is not available in closed form; two approximations (both from the paper):
+sigma_t.  It is not available in closed form; the paper's two approximations and our variant of
+the first:
 
 * CLA, the convolved likelihood approximation (default): the likelihood convolved with a Gaussian
   stand-in for p(x0 | x_t), linearised, so that p_t(y | x_t) is Gaussian.  Two variants (`cla`):
@@ -33,19 +34,20 @@ sigma_t.  It is not available in closed form; two approximations (both from the 
 The likelihood score can be clipped per sample (`clip`, see `clip_norm`): the paper's safeguard
 for the first steps, where the history is mostly noise; used by the paper's CLA and DPS, not by
 the Jacobian CLA (whose damping does that job).  Masked pixels (observation.mask False) contribute
-nothing.  The physical history is taken with SFR clipped at 0 (as reported): letting the sampler
-use negative light fitted dwarf galaxies with 40 % of bins below zero, whose clipped spectra were
-then far off (chi^2 per pixel 700 instead of 1.4).
+nothing.  The physical history is taken with SFR clipped at 0, as it is reported: in development
+runs, letting the sampler use negative light fitted a dwarf galaxy with 40 % of its bins below
+zero, whose clipped spectra were then far off (chi^2 per pixel 700 instead of 1.4).
 
-Several observations that share wavelengths and redshift (one forward model) can be fitted in one
-batch: samples are laid out galaxy-major, `n_per_observation` rows per observation, each row with
-its own observation's flux, noise, mask and A_V.
+Several observations that share wavelengths, redshift and A_V (one forward model) can be fitted in
+one batch: samples are laid out observation-major, `n_per_observation` rows per observation, each
+row with its own observation's flux, noise and mask.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+
 import numpy as np
 import torch
 
@@ -179,7 +181,7 @@ class SpectrumLikelihood:
         return tensor.repeat_interleave(per, dim=0)
 
     def spectra(self, x_normalised: torch.Tensor) -> torch.Tensor:
-        """Model spectra of normalised histories (no SFR clipping: the model is linear in SFR)."""
+        """Model spectra of normalised histories (SFR clipped at 0, see the module docstring)."""
         return self.forward_model(self.transform.physical(x_normalised), av=self.av, validate=False)
 
     def log_likelihood(self, x_normalised: torch.Tensor) -> torch.Tensor:

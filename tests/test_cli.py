@@ -18,7 +18,7 @@ def test_demo_runs_the_mock_experiment(grid, tmp_path, capsys):
     mass = report["derived"]["log10_formed_mass"]
     assert abs(mass["mean"] - mass["truth"]) < 0.15 and np.isfinite(report["median_chi2_per_pixel"])
     assert main(["demo", "--out", str(tmp_path), "--index", "999999"]) == 2
-    assert "--index must be" in capsys.readouterr().err
+    assert "index must be" in capsys.readouterr().err
 
 
 def test_bad_arguments_give_an_error_not_a_traceback(grid, tmp_path, capsys):
@@ -84,3 +84,18 @@ def test_prior_train_sample_and_bench(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert 0 <= report["classifier_auc"] <= 1 and set(report["ks"]) >= {"t50_gyr", "burstiness_dex"}
     assert report["goal"] == {"classifier_auc_max": 0.65, "ks_max": 0.1}
+
+
+def test_calibrate_and_bench_posterior_run_with_small_settings(grid, tmp_path, capsys):
+    out, png = tmp_path / "cal.json", tmp_path / "cal.png"
+    assert main(["calibrate", "--n", "3", "--draws", "4", "--keep", "3", "--steps", "5", "--quiet",
+                 "--out", str(out), "--plot", str(png)]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_galaxies"] == 3 and len(report["test_indices"]) == 3
+    assert set(report["coverage"]["log10_formed_mass"]) == {"0.68", "0.95"}
+    assert len(report["coverage"]["sfr_per_bin"]["0.68"]["values"]) == 64
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main(["bench", "posterior", "--n", "4", "--keep", "2", "--steps", "3", "--batch-galaxies", "2"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    assert bench["seconds_one_galaxy"] > 0 and bench["galaxies_per_hour_batched"] > 0
