@@ -153,3 +153,22 @@ def test_likelihood_refuses_mismatched_inputs(problem):
     like = SpectrumLikelihood([obs, obs], model, prior.transform)
     with pytest.raises(ValueError, match="split evenly"):
         like.score(torch.ones(3), torch.zeros(3, 2, N_BINS), prior)
+
+
+def test_masked_pixels_carry_no_weight(problem):
+    model, obs, _, _ = problem
+    prior = GaussianPrior()
+    mask = np.ones(N_PIXELS, bool)
+    mask[:10] = False
+    garbage = obs.flux.copy()
+    garbage[:10] = 1e6
+    clean = SpectrumLikelihood(Observation(obs.wavelength, obs.flux, obs.sigma, obs.redshift, mask=mask),
+                               model, prior.transform, n_per_observation=4)
+    dirty = SpectrumLikelihood(Observation(obs.wavelength, garbage, obs.sigma, obs.redshift, mask=mask),
+                               model, prior.transform, n_per_observation=4)
+    x, t = torch.randn(4, 2, N_BINS), torch.full((4,), 0.3)
+    for kind in ("jacobian", "paper"):
+        clean.cla = dirty.cla = kind
+        if kind == "paper":
+            clean.aat_diag = dirty.aat_diag = torch.ones(1, N_PIXELS)
+        assert torch.allclose(clean.score(t, x, prior)[1], dirty.score(t, x, prior)[1])
