@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+import warnings
 
 import torch
 
@@ -77,8 +78,8 @@ def reverse_diffusion(prior, n: int, steps: int, *, likelihood: SpectrumLikeliho
 def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 120, keep: int = 100,
                      likelihood: str = "cla", cla: str = "jacobian", steps: int = DEFAULT_STEPS, device=None,
                      seed: int | None = None, clip="auto", progress: bool = True, callback=None, cancel=None):
-    """Posterior histories for one observation (or a list sharing wavelengths and redshift: then a
-    list of Posteriors, all sampled in one batch).
+    """Posterior histories for one observation (or a list sharing wavelengths, redshift and A_V:
+    then a list of Posteriors, all sampled in one batch).
 
     observation : `Observation` (or list of them)
     prior : `Prior` (default: the embedded one); forward_model : `ForwardModel` on the observation's
@@ -86,7 +87,8 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
     n, keep : draws made and kept (best `keep` by mean |residual| / sigma over unmasked pixels)
     likelihood : "cla" (default) or "dps"; cla : the CLA variant, "jacobian" (default) or "paper";
         clip : likelihood-score clipping, "auto" by default (see sfhkit.likelihood)
-    steps : reverse-SDE steps; device : "cpu", "cuda", ... (default: the prior's)
+    steps : reverse-SDE steps; device : "cpu", "cuda", ... (default: the prior's; another device
+        moves the prior there)
     seed : fixes the result; callback(step, steps) : progress; cancel : threading.Event
     """
     from tqdm.auto import tqdm
@@ -107,11 +109,16 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
     like = SpectrumLikelihood(observations, forward_model, prior.transform, kind=likelihood, cla=cla,
                               n_per_observation=n, clip=clip)
     generator = make_generator(seed, prior.device)
+    prior.network.eval()
     started = time.perf_counter()
     with tqdm(total=n * len(observations) * steps, desc="posterior samples", unit="step", unit_scale=True,
               disable=not progress) as bar:
         x = reverse_diffusion(prior, n * len(observations), steps, likelihood=like, generator=generator,
                               progress_bar=bar, callback=callback, cancel=cancel)
+    bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+    if bad:
+        warnings.warn(f"{bad} of {x.shape[0]} posterior draws are not finite (sampling diverged); try more steps",
+                      RuntimeWarning, stacklevel=2)
     histories = prior.transform.physical(x)
     spectra, chi2, mean_abs = like.chi2(histories)
     surviving = forward_model.surviving_mass_msun(histories)
