@@ -16,7 +16,7 @@ names (chain, draw); units are in each variable's attrs:
 
     /posterior               sfr (chain, draw, time_bin), log_z, the derived quantities
     /posterior_predictive    flux (chain, draw, wavelength)
-    /observed_data           flux, sigma, mask (wavelength)
+    /observed_data           flux, sigma, mask (wavelength), and a mock's noiseless flux
     /sample_stats            chi2, mean_abs_residual, kept (chain, draw)
     /constant_data           time-bin edges, and the true history of a mock
     root attrs               redshift, av, t(z), the sampler's config (JSON), sfhkit version
@@ -130,6 +130,9 @@ class Posterior:
                                "mask": ("wavelength", obs.mask.astype(np.int8),
                                         {"long_name": "1 where the pixel was used in the fit"})},
                               coords=wave_coord)
+        if "noiseless_flux" in obs.metadata:
+            observed["noiseless_flux"] = ("wavelength", np.asarray(obs.metadata["noiseless_flux"], dtype=float),
+                                          {"units": FLUX_UNIT, "long_name": "the mock's flux before noise"})
         stats = xr.Dataset({"chi2": (cd, self.chi2[None], {"long_name": "chi^2 over unmasked pixels"}),
                             "mean_abs_residual": (cd, self.mean_abs_residual[None], {"units": "sigma"}),
                             "kept": (cd, self.kept[None].astype(np.int8), {"long_name": "1 for the kept draws"})},
@@ -176,6 +179,8 @@ class Posterior:
         constant = tree["constant_data"].to_dataset()
         if "true_sfr" in constant:
             metadata["true_history"] = np.stack([constant["true_sfr"].values, constant["true_log_z"].values])
+        if "noiseless_flux" in obs_ds:
+            metadata["noiseless_flux"] = obs_ds["noiseless_flux"].values
         obs = Observation(obs_ds["wavelength"].values, obs_ds["flux"].values, obs_ds["sigma"].values,
                           float(attrs["redshift"]), float(attrs["av"]), mask=obs_ds["mask"].values.astype(bool),
                           metadata=metadata)

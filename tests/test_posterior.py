@@ -121,6 +121,7 @@ def test_posterior_netcdf_round_trip(posterior, tmp_path):
     assert np.allclose(back.spectra, posterior.spectra)
     assert np.array_equal(back.observation.mask, posterior.observation.mask)
     assert np.array_equal(back.true_history(), posterior.true_history())
+    assert np.array_equal(back.observation.metadata["noiseless_flux"], posterior.observation.metadata["noiseless_flux"])
     assert back.config == posterior.config
     for name, value in posterior.summary().items():
         assert back.summary()[name]["mean"] == pytest.approx(value["mean"], rel=1e-6)
