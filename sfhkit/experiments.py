@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
 
 def mock_experiment(index: int = 2122, *, redshift: float = 0.05, av: float = 0.2, snr: float = 50.0,
                     n: int = 120, keep: int = 100, steps: int | None = None, likelihood: str = "cla",
@@ -16,8 +13,8 @@ def mock_experiment(index: int = 2122, *, redshift: float = 0.05, av: float = 0.
     draws and every derived quantity's posterior mean and std beside its true value."""
     from .data import load_histories
     from .forward import ForwardModel
-    from .histories import observable_quantities
     from .observation import mock_observation, sdss_wavelength
+    from .posterior import true_quantities
     from .prior import Prior
     from .sampler import DEFAULT_STEPS, sample_posterior
     from .ssp import SSPGrid
@@ -31,10 +28,8 @@ def mock_experiment(index: int = 2122, *, redshift: float = 0.05, av: float = 0.
                            metadata={"test_index": index, "galaxy_id": int(test.galaxy_id.values[index])})
     posterior = sample_posterior(obs, Prior.default(device), model, n=n, keep=keep, likelihood=likelihood, cla=cla,
                                  steps=steps or DEFAULT_STEPS, seed=seed, progress=progress)
-    true_values = observable_quantities(truth, posterior.age_at_z_gyr, posterior.time_bins)
-    true_values["log10_surviving_mass"] = np.log10(model.surviving_mass_msun(torch.as_tensor(truth)).item())
-    report = {"seconds": posterior.config["seconds"],
-              "median_chi2_per_pixel": float(np.median(posterior.chi2[posterior.kept]) / obs.n_used),
+    true_values = true_quantities(truth, model)
+    report = {"seconds": posterior.config["seconds"], "median_chi2_per_pixel": posterior.median_chi2_per_pixel(),
               "derived": {name: {**value, "truth": float(true_values[name])}
                           for name, value in posterior.summary().items()}}
     return posterior, report

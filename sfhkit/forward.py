@@ -174,9 +174,10 @@ class ForwardModel(torch.nn.Module):
         """Spectra (batch, n_wavelength) in 1e-17 erg/s/cm2/A for histories (batch, 2, n_bins).
 
         `av` overrides the model's A_V: a float, or a tensor of shape (batch,) (differentiable).
-        `validate=False` skips the input checks (NaN, negative SFR) for the sampler, whose
-        intermediate histories may hold negative SFRs: the model is linear in SFR, so such a
-        history simply contributes negative light, and gradients stay informative."""
+        `validate=False` skips the input checks (NaN, negative SFR) in the sampler's inner loop.
+        A negative SFR is then not refused: the model is linear in SFR, so it contributes negative
+        light (the paper's diag(A A^T) estimate draws such histories; the sampler itself clips SFRs
+        at 0, see sfhkit.likelihood)."""
         unbatched = history.dim() == 2
         if unbatched:
             history = history.unsqueeze(0)
@@ -189,7 +190,7 @@ class ForwardModel(torch.nn.Module):
                 raise ValueError("history contains NaN or infinite values")
             if (history[:, 0] < 0).any():
                 raise ValueError("history SFR (channel 0) must be >= 0 Msun/yr")
-        lower, w_lo, w_hi = self._metallicity_weights(history)
+        lower, _, w_lo, w_hi = self._metallicity_weights(history)
         sfr = history[:, 0, self.active_bins]
 
         if self.rank is None:
@@ -199,11 +200,7 @@ class ForwardModel(torch.nn.Module):
             weights = weights.reshape(sfr.shape[0], -1)
             stellar = weights @ self.templates
         else:
-            bins = torch.arange(sfr.shape[1], device=sfr.device)
-            c_lo = self.coefficients[bins, lower]                              # (batch, bins, rank)
-            c_hi = self.coefficients[bins, lower + 1]
-            coeff = (w_lo.unsqueeze(-1) * c_lo + w_hi.unsqueeze(-1) * c_hi).sum(1)
-            stellar = coeff @ self.basis
+            stellar = self._sum_over_bins(*self._neighbours(self.coefficients, lower), w_lo, w_hi) @ self.basis
 
         av = self._av if av is None else av
         av_t = torch.as_tensor(av, dtype=self.dtype_, device=self.device_)
@@ -217,17 +214,28 @@ class ForwardModel(torch.nn.Module):
             flux = flux + absorbed.unsqueeze(-1) * self.dust_template
         return flux[0] if unbatched else flux
 
-    def _metallicity_weights(self, history, with_fraction: bool = False):
-        """For each active bin: the lower of the two grid metallicities around its log Z and the SFR
-        weights of the lower and upper one (linear in log Z), each (batch, active bins)."""
+    def _metallicity_weights(self, history):
+        """For each active bin: the lower of the two grid metallicities around its log Z, the
+        fraction of the way to the upper one, and the SFR weights of the lower and upper one
+        (linear in log Z), each (batch, active bins)."""
         sfr = history[:, 0, self.active_bins]
         logz = history[:, 1, self.active_bins]
         u_idx = ((logz - self.logz_start) / self.logz_step).clamp(0, self.n_logz - 1)
         lower = u_idx.detach().floor().clamp(max=self.n_logz - 2).long()
         frac = u_idx - lower
-        if with_fraction:
-            return lower, sfr * (1 - frac), sfr * frac, frac
-        return lower, sfr * (1 - frac), sfr * frac
+        return lower, frac, sfr * (1 - frac), sfr * frac
+
+    @staticmethod
+    def _neighbours(table, lower):
+        """Rows of a per-(active bin, grid metallicity) table (bins, logz, K) at each bin's lower and
+        upper metallicity neighbour: two (batch, bins, K) tensors."""
+        bins = torch.arange(lower.shape[1], device=lower.device)
+        return table[bins, lower], table[bins, lower + 1]
+
+    @staticmethod
+    def _sum_over_bins(t_lo, t_hi, w_lo, w_hi):
+        """sum over bins of w_lo * t_lo + w_hi * t_hi: (batch, K)."""
+        return (w_lo.unsqueeze(-1) * t_lo + w_hi.unsqueeze(-1) * t_hi).sum(1)
 
     # --- the model as a linear map (for the sampler) ----------------------------------------------
     def linear_parts(self, av: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,11 +259,10 @@ class ForwardModel(torch.nn.Module):
         """For histories (batch, 2, n_bins) and a `table` from `linear_parts`: the coefficients
         (batch, K) and their derivatives with respect to each active bin's SFR and log Z
         (batch, active bins, K each; zero for log Z outside the grid, where it is clamped)."""
-        lower, w_lo, w_hi, frac = self._metallicity_weights(history, with_fraction=True)
+        lower, frac, w_lo, w_hi = self._metallicity_weights(history)
         sfr = history[:, 0, self.active_bins]
-        bins = torch.arange(lower.shape[1], device=lower.device)
-        t_lo, t_hi = table[bins, lower], table[bins, lower + 1]                 # (batch, bins, K)
-        coefficients = (w_lo.unsqueeze(-1) * t_lo + w_hi.unsqueeze(-1) * t_hi).sum(1)
+        t_lo, t_hi = self._neighbours(table, lower)                              # (batch, bins, K)
+        coefficients = self._sum_over_bins(t_lo, t_hi, w_lo, w_hi)
         d_sfr = t_lo + frac.unsqueeze(-1) * (t_hi - t_lo)
         logz = history[:, 1, self.active_bins]
         inside = (logz > self.logz_start) & (logz < self.logz_start + (self.n_logz - 1) * self.logz_step)
@@ -267,9 +274,9 @@ class ForwardModel(torch.nn.Module):
         (batch, 2, n_bins) -> (batch,), or a scalar tensor for one (2, n_bins) history."""
         unbatched = history.dim() == 2
         history = torch.as_tensor(history, dtype=self.dtype_, device=self.device_).reshape(-1, 2, self.n_bins)
-        lower, w_lo, w_hi = self._metallicity_weights(history)
-        bins = torch.arange(lower.shape[1], device=lower.device)
-        mass = (w_lo * self.surviving_per_sfr[bins, lower] + w_hi * self.surviving_per_sfr[bins, lower + 1]).sum(1)
+        lower, _, w_lo, w_hi = self._metallicity_weights(history)
+        table = self.surviving_per_sfr.unsqueeze(-1)                              # (bins, logz, 1)
+        mass = self._sum_over_bins(*self._neighbours(table, lower), w_lo, w_hi)[:, 0]
         return mass[0] if unbatched else mass
 
     def _absorbed(self, lower, w_lo, w_hi, absorbed_fraction):

@@ -127,13 +127,12 @@ def is_quenched(histories, time_bins: TimeBins | None = None, ssfr_threshold_per
 
 def summary_statistics(histories, time_bins: TimeBins | None = None) -> dict[str, np.ndarray]:
     """The quantities that describe a set of histories, one value per history: log10 formed mass
-    (Msun), t50 and t90 (cosmic time, Gyr), mass-weighted log10 Z/Zsun and burstiness (dex)."""
-    h = np.asarray(histories, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        log_mass = np.log10(formed_mass_msun(h, time_bins))
-    return {"log10_formed_mass": log_mass, "t50_gyr": formation_time_gyr(h, 0.5, time_bins),
-            "t90_gyr": formation_time_gyr(h, 0.9, time_bins), "mass_weighted_logz": mass_weighted_logz(h, time_bins),
-            "burstiness_dex": burstiness_dex(h)}
+    (Msun), t50 and t90 (cosmic time, Gyr), mass-weighted log10 Z/Zsun (all over the whole history,
+    i.e. `observable_quantities` today) and burstiness (dex)."""
+    bins = time_bins or TimeBins()
+    today = observable_quantities(histories, bins.age_of_universe_gyr, bins)
+    names = ("log10_formed_mass", "t50_gyr", "t90_gyr", "mass_weighted_logz")
+    return {**{name: today[name] for name in names}, "burstiness_dex": burstiness_dex(np.asarray(histories, dtype=float))}
 
 
 def observable_quantities(histories, age_at_z_gyr: float, time_bins: TimeBins | None = None) -> dict[str, np.ndarray]:

@@ -39,7 +39,7 @@ runs, letting the sampler use negative light fitted a dwarf galaxy with 40 % of 
 zero, whose clipped spectra were then far off (chi^2 per pixel 700 instead of 1.4).
 
 Several observations that share wavelengths, redshift and A_V (one forward model) can be fitted in
-one batch: samples are laid out observation-major, `n_per_observation` rows per observation, each
+one batch: samples are laid out observation-major, the same number of rows per observation, each
 row with its own observation's flux, noise and mask.
 """
 
@@ -113,11 +113,11 @@ class SpectrumLikelihood:
     kind : "cla" or "dps";  cla : "jacobian" or "paper" (the CLA variant, see module docstring)
     clip : likelihood-score clipping factor (see `clip_norm`); None disables; "auto" (default):
         none for the Jacobian CLA, DEFAULT_CLIP otherwise
-    n_per_observation : samples per observation (rows are laid out observation-major)
+    Samples are rows laid out observation-major, the same number per observation.
     """
 
     def __init__(self, observations, forward_model, transform, kind: str = "cla", cla: str = "jacobian",
-                 n_per_observation: int = 1, clip="auto", cla_draws: int = CLA_DRAWS, cla_seed: int = 0):
+                 clip="auto", cla_draws: int = CLA_DRAWS, cla_seed: int = 0):
         if kind not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {kind!r}")
         if cla not in CLA_VARIANTS:
@@ -147,7 +147,6 @@ class SpectrumLikelihood:
         self.observations = observations
         self.forward_model = forward_model
         self.transform = transform
-        self.n_per_observation = int(n_per_observation)
         self.av = observations[0].av
         self.dim = int(np.prod(transform.mean.shape))
         device = transform.mean.device
@@ -155,23 +154,21 @@ class SpectrumLikelihood:
         def stack(name):
             return torch.as_tensor(np.stack([getattr(o, name) for o in observations]), device=device)
 
-        mask = stack("mask")
-        self.used = mask.float()                                                      # (G, P)
-        self.flux = torch.where(mask, stack("flux"), 0.0).float()
-        self.noise_variance = torch.where(mask, stack("sigma"), 1.0).float() ** 2
+        mask = stack("mask")                                                           # (G, P)
+        flux = torch.where(mask, stack("flux"), 0.0)                                   # float64
+        noise_variance = torch.where(mask, stack("sigma"), 1.0) ** 2
+        self.used = mask.float()
+        self.flux = flux.float()
+        self.noise_variance = noise_variance.float()
         # The model in coefficient space: flux = c(h) @ basis, and the data's normal equations.
         self.table, basis = forward_model.linear_parts(self.av)
-        weight = (stack("mask") / torch.where(mask, stack("sigma"), 1.0) ** 2).double()   # (G, P)
+        weight = mask / noise_variance                                                  # W, (G, P)
         basis64 = basis.double()
         self.normal_matrix = torch.einsum("kp,gp,lp->gkl", basis64, weight, basis64)      # (G, K, K)
-        self.projected_flux = torch.einsum("kp,gp->gk", basis64, weight * torch.where(mask, stack("flux"), 0.0))
+        self.projected_flux = torch.einsum("kp,gp->gk", basis64, weight * flux)
         self.aat_diag = None
         if kind == "cla" and cla == "paper":
             self.aat_diag = cla_variance(forward_model, transform, self.av, cla_draws, cla_seed)[None].to(device)
-
-    @property
-    def n_observations(self) -> int:
-        return len(self.observations)
 
     def _rows(self, tensor: torch.Tensor, n_rows: int) -> torch.Tensor:
         """Per-observation tensor (G, ...) repeated for each observation's samples (n_rows, ...)."""

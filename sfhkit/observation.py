@@ -12,7 +12,6 @@ sigma = mean(noiseless flux) / SNR in every pixel.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,19 +95,6 @@ class Observation:
     @property
     def n_used(self) -> int:
         return int(self.mask.sum())
-
-    def with_mask(self, mask) -> "Observation":
-        """A copy using only pixels where both the current mask and `mask` are True."""
-        return Observation(self.wavelength, self.flux, self.sigma, self.redshift, self.av,
-                           self.mask & np.asarray(mask, dtype=bool), dict(self.metadata))
-
-    def fingerprint(self) -> str:
-        """A hash of everything the likelihood depends on (for caching per observation)."""
-        h = hashlib.blake2b(digest_size=16)
-        for array in (self.wavelength, self.flux, self.sigma, self.mask):
-            h.update(np.ascontiguousarray(array).tobytes())
-        h.update(f"{self.redshift!r} {self.av!r}".encode())
-        return h.hexdigest()
 
     def forward_model(self, grid=None, **kwargs):
         """The forward model on this observation's wavelengths and redshift (default grid)."""

@@ -82,8 +82,7 @@ def plot_posterior(posterior, path=None, n_show: int = 100):
     ax.hist(np.clip(residuals, -5, 5), bins=100, range=(-5, 5), density=True, color="C0", alpha=0.6,
             label="(observed - posterior) / sigma")
     ax.plot(grid, np.exp(-grid ** 2 / 2) / np.sqrt(2 * np.pi), color="k", lw=1, label="N(0, 1)")
-    chi2 = np.median(posterior.chi2[posterior.kept]) / obs.n_used
-    ax.set_title(f"median chi^2 per pixel {chi2:.3f}", fontsize=10)
+    ax.set_title(f"median chi^2 per pixel {posterior.median_chi2_per_pixel():.3f}", fontsize=10)
     ax.set_xlabel("normalised residual")
     ax.legend(fontsize=8)
     fig.tight_layout()

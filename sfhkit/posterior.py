@@ -47,6 +47,23 @@ def _numpy(a):
     return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
 
 
+def derived_quantities(histories, age_at_z_gyr: float, time_bins: TimeBins, surviving_mass_msun) -> dict:
+    """The derived quantities (names and units: DERIVED_UNITS) of physical histories (n, 2, n_bins)
+    observed at cosmic time `age_at_z_gyr`, given their surviving stellar masses (n,)."""
+    out = observable_quantities(histories, age_at_z_gyr, time_bins)
+    with np.errstate(divide="ignore"):
+        out["log10_surviving_mass"] = np.log10(np.asarray(surviving_mass_msun, dtype=float))
+    return {name: out[name] for name in DERIVED_UNITS}
+
+
+def true_quantities(histories, forward_model) -> dict:
+    """`derived_quantities` of known histories (a mock's truth) as seen through `forward_model`."""
+    import torch
+
+    surviving = _numpy(forward_model.surviving_mass_msun(torch.as_tensor(np.asarray(histories))))
+    return derived_quantities(histories, forward_model.age_at_z_gyr, forward_model.time_bins, surviving)
+
+
 @dataclass
 class Posterior:
     """Draws of the posterior of one observation (see module docstring)."""
@@ -92,10 +109,12 @@ class Posterior:
     def derived(self, kept_only: bool = True) -> dict[str, np.ndarray]:
         """Derived quantities per draw (see module docstring for names and units)."""
         select = self.kept if kept_only else slice(None)
-        out = observable_quantities(self.histories[select], self.age_at_z_gyr, self.time_bins)
-        with np.errstate(divide="ignore"):
-            out["log10_surviving_mass"] = np.log10(self.surviving_mass_msun[select])
-        return {name: out[name] for name in DERIVED_UNITS}
+        return derived_quantities(self.histories[select], self.age_at_z_gyr, self.time_bins,
+                                  self.surviving_mass_msun[select])
+
+    def median_chi2_per_pixel(self) -> float:
+        """Median over the kept draws of chi^2 / number of used pixels (1 is a fit to the noise)."""
+        return float(np.median(self.chi2[self.kept]) / self.observation.n_used)
 
     def summary(self, kept_only: bool = True) -> dict[str, dict]:
         """Mean and standard deviation of each derived quantity, with its unit."""

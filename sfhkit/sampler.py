@@ -106,8 +106,7 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
         forward_model = observations[0].forward_model(device=prior.device)
     config = {"n": n, "keep": keep, "likelihood": likelihood, "cla": cla, "steps": steps, "seed": seed, "clip": clip,
               "device": str(prior.device), "prior": repr(prior), "forward_model": forward_model.extra_repr()}
-    like = SpectrumLikelihood(observations, forward_model, prior.transform, kind=likelihood, cla=cla,
-                              n_per_observation=n, clip=clip)
+    like = SpectrumLikelihood(observations, forward_model, prior.transform, kind=likelihood, cla=cla, clip=clip)
     generator = make_generator(seed, prior.device)
     prior.network.eval()
     started = time.perf_counter()

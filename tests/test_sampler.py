@@ -85,7 +85,7 @@ def problem():
 def _sample(problem, n, steps, seed=0, kind="cla", **kw):
     model, obs, _, _ = problem
     prior = GaussianPrior()
-    like = SpectrumLikelihood(obs, model, prior.transform, kind=kind, n_per_observation=n, **kw)
+    like = SpectrumLikelihood(obs, model, prior.transform, kind=kind, **kw)
     return reverse_diffusion(prior, n, steps, likelihood=like, generator=make_generator(seed, "cpu"), **{})
 
 
@@ -121,7 +121,7 @@ def test_seed_fixes_the_result_and_cancel_stops_cleanly(problem):
     assert torch.equal(a, b)
     model, obs, _, _ = problem
     prior = GaussianPrior()
-    like = SpectrumLikelihood(obs, model, prior.transform, n_per_observation=20)
+    like = SpectrumLikelihood(obs, model, prior.transform)
     cancel = threading.Event()
 
     def stop_at_ten(step, steps):
@@ -163,9 +163,9 @@ def test_masked_pixels_carry_no_weight(problem):
     garbage = obs.flux.copy()
     garbage[:10] = 1e6
     clean = SpectrumLikelihood(Observation(obs.wavelength, obs.flux, obs.sigma, obs.redshift, mask=mask),
-                               model, prior.transform, n_per_observation=4)
+                               model, prior.transform)
     dirty = SpectrumLikelihood(Observation(obs.wavelength, garbage, obs.sigma, obs.redshift, mask=mask),
-                               model, prior.transform, n_per_observation=4)
+                               model, prior.transform)
     x, t = torch.randn(4, 2, N_BINS), torch.full((4,), 0.3)
     for kind in ("jacobian", "paper"):
         clean.cla = dirty.cla = kind
