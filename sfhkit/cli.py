@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 def _demo(args) -> int:
     """The paper's mock experiment: a test-set galaxy observed at z, A_V and SNR -> posterior."""
@@ -24,6 +26,66 @@ def _demo(args) -> int:
     plot_posterior(posterior, report["figure"])
     (out / "summary.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
+    return 0
+
+
+def _read_observation(args):
+    """The Observation named by `sfhkit infer`'s source arguments, and the FIREFLY fit to compare with."""
+    from .data.firefly import find_spfly, read_spfly
+    from .data.manga import read_logcube, read_manga_spectra
+    from .data.sdss import from_sdss, parse_spec_id, read_spec
+
+    if args.sdss:
+        obs = from_sdss(*parse_spec_id(args.sdss))
+    elif args.fits:
+        obs = read_spec(args.fits)
+    elif args.manga:
+        obs = read_manga_spectra(args.manga, args.index)
+    else:
+        if args.redshift is None:
+            raise ValueError("--logcube needs --redshift (a LOGCUBE has none: drpall NSA_Z)")
+        obs = read_logcube(args.logcube, redshift=args.redshift, spaxel=tuple(args.spaxel) if args.spaxel else None,
+                           radius_arcsec=None if args.spaxel else args.radius)
+    firefly = None
+    if args.firefly:
+        firefly = read_spfly(args.firefly)
+    elif args.firefly_dir and "spec_id" in obs.metadata:
+        path = find_spfly(obs.metadata["spec_id"], args.firefly_dir)
+        firefly = read_spfly(path) if path else None
+    if args.av is not None:
+        obs.av = args.av
+        obs.metadata["av_source"] = "--av"
+    elif firefly is not None and np.isfinite(firefly.av):
+        obs.av = firefly.av
+        obs.metadata["av_source"] = f"FIREFLY E(B-V) {firefly.ebv:.3f} x 4.05"
+    else:
+        obs.av = 0.0
+        obs.metadata["av_source"] = "default 0 (no --av, no FIREFLY fit)"
+    return obs, firefly
+
+
+def _infer(args) -> int:
+    """A real spectrum -> posterior NetCDF, the paper's real-data figure and a JSON summary."""
+    from .experiments import real_experiment
+    from .plots import plot_posterior
+
+    obs, firefly = _read_observation(args)
+    name = Path(str(obs.metadata.get("source", "spectrum"))).name.split(".fits")[0].replace("[", "_").rstrip("]")
+    out = Path(args.out or Path("outputs") / name)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{obs.metadata.get('source')}: z = {obs.redshift:.5f}, A_V = {obs.av:.3f} ({obs.metadata['av_source']}), "
+          f"{obs.n_used} usable pixels", flush=True)
+    posterior, report = real_experiment(
+        obs, mask_lines=not args.no_line_mask, mask_sky=not args.no_sky_mask, ranges=args.mask_range or (),
+        line_spread=not args.no_lsf, velocity_dispersion_kms=args.vdisp, n=args.n, keep=args.keep, steps=args.steps,
+        likelihood=args.likelihood, cla=args.cla, seed=args.seed, device=args.device)
+    report = {"posterior": str(posterior.save(out / "posterior.nc")), "figure": str(out / "posterior.png"),
+              "av_source": obs.metadata["av_source"], **report}
+    if firefly is not None:
+        report["firefly"] = {"source": firefly.source, "av": firefly.av, **firefly.summary}
+    plot_posterior(posterior, report["figure"], firefly=firefly, zoom_lines=args.zoom)
+    (out / "summary.json").write_text(json.dumps(report, indent=1, default=str))
+    print(json.dumps(report, indent=1, default=str))
     return 0
 
 
@@ -103,6 +165,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--snr", type=float, default=50.0)
     _add_sampler_arguments(demo)
     demo.set_defaults(func=_demo)
+
+    from .plots import DEFAULT_ZOOM_LINES
+
+    infer = sub.add_parser(
+        "infer", help="a real spectrum (SDSS or MaNGA) -> posterior NetCDF + the paper's figures",
+        description="Read a spectrum, mask emission and sky lines, broaden the model by the spectrum's velocity "
+                    "dispersion and instrumental resolution, and sample the posterior.  Writes OUT/posterior.nc, "
+                    "OUT/posterior.png (SFH/MH with FIREFLY overlay, spectra, residuals, line zooms) and "
+                    "OUT/summary.json.  A_V: --av, else FIREFLY's 4.05 E(B-V), else 0.")
+    source = infer.add_mutually_exclusive_group(required=True)
+    source.add_argument("--sdss", metavar="PLATE-MJD-FIBER", help="fetch through astroquery, e.g. 266-51602-614")
+    source.add_argument("--fits", metavar="PATH", help="a local SDSS spec-PLATE-MJD-FIBER.fits")
+    source.add_argument("--manga", metavar="PATH", help="a MaNGA spectra table (WAVE/FLUX/IVAR/MASK/SRES/Z); see --index")
+    source.add_argument("--logcube", metavar="PATH", help="a MaNGA DRP LOGCUBE; needs --redshift and --spaxel or --radius")
+    infer.add_argument("--index", type=int, default=0, help="spectrum in a --manga table (default 0)")
+    infer.add_argument("--spaxel", type=int, nargs=2, metavar=("X", "Y"), help="LOGCUBE spaxel (column, row)")
+    infer.add_argument("--radius", type=float, default=1.5, help="LOGCUBE aperture radius, arcsec (default 1.5)")
+    infer.add_argument("--redshift", type=float, default=None, help="LOGCUBE redshift")
+    infer.add_argument("--firefly", metavar="PATH", help="FIREFLY spFly file to overlay (and take A_V from)")
+    infer.add_argument("--firefly-dir", metavar="DIR", help="look for spFly-PLATE-MJD-FIBER.fits here")
+    infer.add_argument("--av", type=float, default=None, help="Calzetti A_V (mag); default FIREFLY's, else 0")
+    infer.add_argument("--vdisp", type=float, default=None, help="velocity dispersion, km/s (default: the file's)")
+    infer.add_argument("--no-lsf", action="store_true", help="no line-spread function (the paper's model)")
+    infer.add_argument("--no-line-mask", action="store_true", help="fit emission lines too")
+    infer.add_argument("--no-sky-mask", action="store_true")
+    infer.add_argument("--mask-range", type=float, nargs=2, action="append", metavar=("LO", "HI"),
+                       help="mask observed-frame Angstrom LO..HI (repeatable)")
+    infer.add_argument("--zoom", nargs="*", default=list(DEFAULT_ZOOM_LINES), help="lines to zoom on (line list names)")
+    infer.add_argument("--out", default=None, help="output folder (default outputs/<spectrum>)")
+    _add_sampler_arguments(infer)
+    infer.set_defaults(func=_infer)
 
     grid = sub.add_parser("grid", help="SSP grid jobs")
     grid_sub = grid.add_subparsers(dest="grid_command", required=True)
@@ -194,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--snr", type=float, default=50.0)
     cal.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
     cal.add_argument("--cla", default="jacobian", choices=["jacobian", "paper"])
+    cal.add_argument("--truths", default="test", choices=["test", "prior"],
+                     help="true histories: test-set galaxies (default) or prior draws (checks the sampler alone)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--out", default=None, help="write the full JSON report here")
     cal.add_argument("--plot", default=None, help="save the coverage figure (PNG) here")
@@ -235,7 +330,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as err:
+    except (ValueError, RuntimeError, OSError, LookupError) as err:
         print(f"sfhkit: error: {err}", file=sys.stderr)
         return 2
 

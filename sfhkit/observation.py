@@ -6,6 +6,11 @@ A_V assumed for the fit and free-form metadata.  It checks its input once, so ev
 downstream can trust it: a NaN in an unmasked pixel, sigma <= 0 there, or too few usable pixels
 raise a ValueError that says which.
 
+A real spectrum also carries what the line-spread function needs: the stellar velocity dispersion
+(km/s) and the instrument's Gaussian sigma per pixel (km/s); `line_spread()` turns them into the
+forward model's `LineSpread`.  Readers for survey files live in `sfhkit.data` (`from_fits`,
+`from_sdss`).
+
 `mock_observation` makes the paper's mock data: noiseless model flux plus Gaussian noise with
 sigma = mean(noiseless flux) / SNR in every pixel.
 """
@@ -16,11 +21,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from astropy import units as u
 
 from .wavelength import check_wavelengths
 
 FLUX_UNIT = "1e-17 erg/s/cm2/Angstrom"
 MIN_USED_PIXELS = 100  # fewer unmasked pixels than this cannot constrain 128 history parameters
+FLUX_QUANTITY = u.Unit("1e-17 erg / (s cm2 Angstrom)")
+# A median |flux| below this (in FLUX_UNIT, i.e. 1e-23 erg/s/cm2/A) means the numbers are in another unit.
+PLAUSIBLE_FLUX_FLOOR = 1e-6
+# Per-pixel arrays an Observation's metadata may carry and a posterior file keeps: units, meaning.
+PER_PIXEL_METADATA = {
+    "noiseless_flux": (FLUX_UNIT, "the mock's flux before noise"),
+    "pipeline_model": (FLUX_UNIT, "the survey pipeline's best-fit model spectrum"),
+    "sky_flux": (FLUX_UNIT, "sky flux subtracted by the pipeline"),
+}
 
 
 def sdss_wavelength(min_angstrom: float = 3800.0, n_pixels: int = 3800, dlog10: float = 1e-4) -> np.ndarray:
@@ -33,12 +48,15 @@ def sdss_wavelength(min_angstrom: float = 3800.0, n_pixels: int = 3800, dlog10: 
 class Observation:
     """One observed spectrum.
 
-    wavelength : observed-frame vacuum wavelengths, Angstrom, increasing
-    flux, sigma : flux density and its 1-sigma noise, 1e-17 erg/s/cm2/A
+    wavelength : observed-frame vacuum wavelengths, Angstrom (or an astropy Quantity), increasing
+    flux, sigma : flux density and its 1-sigma noise, 1e-17 erg/s/cm2/A (or astropy Quantities of any
+        flux-density unit, per Angstrom or per Hz)
     mask : True where the pixel is used (default: every pixel with finite flux and 0 < sigma < inf)
     redshift : > 0
     av : Calzetti A_V (mag) assumed in the fit
     metadata : anything worth keeping with the result (identifiers, the true history of a mock, ...)
+    velocity_dispersion_kms : stellar line-of-sight velocity dispersion (None: unknown)
+    instrument_sigma_kms : the spectrograph's Gaussian line-spread sigma per pixel (None: unknown)
     """
 
     wavelength: np.ndarray
@@ -48,12 +66,25 @@ class Observation:
     av: float = 0.0
     mask: np.ndarray | None = None
     metadata: dict = field(default_factory=dict)
+    velocity_dispersion_kms: float | None = None
+    instrument_sigma_kms: np.ndarray | None = None
 
     def __post_init__(self):
+        if isinstance(self.wavelength, u.Quantity):
+            try:
+                self.wavelength = self.wavelength.to_value(u.AA, equivalencies=u.spectral())
+            except u.UnitConversionError as err:
+                raise ValueError(f"wavelength must be a length (or frequency/energy): {err}") from None
         self.wavelength = check_wavelengths(self.wavelength, "wavelength")
         n = self.wavelength.size
-        self.flux = np.asarray(self.flux, dtype=float)
-        self.sigma = np.asarray(self.sigma, dtype=float)
+        for name in ("flux", "sigma"):
+            value = getattr(self, name)
+            if isinstance(value, u.Quantity):
+                try:
+                    value = value.to_value(FLUX_QUANTITY, equivalencies=u.spectral_density(self.wavelength * u.AA))
+                except u.UnitConversionError as err:
+                    raise ValueError(f"{name} must be a flux density (per Angstrom or per Hz): {err}") from None
+            setattr(self, name, np.asarray(value, dtype=float))
         for name, value in (("flux", self.flux), ("sigma", self.sigma)):
             if value.shape != (n,):
                 raise ValueError(f"{name} must have the wavelength's shape ({n},), got {value.shape}")
@@ -78,8 +109,21 @@ class Observation:
         if bad_sigma.any():
             raise ValueError(f"sigma must be finite and > 0 in unmasked pixels; {int(bad_sigma.sum())} are not "
                              "(an inverse variance of 0 means: mask the pixel)")
+        typical = np.median(np.abs(self.flux[used]))
+        if 0 < typical < PLAUSIBLE_FLUX_FLOOR:
+            raise ValueError(f"the median |flux| is {typical:.3g}: this looks like erg/s/cm2/A, but plain arrays are "
+                             f"read as {FLUX_UNIT}; multiply flux and sigma by 1e17 or pass astropy Quantities")
         if used.sum() < MIN_USED_PIXELS:
             raise ValueError(f"only {int(used.sum())} unmasked pixels; at least {MIN_USED_PIXELS} are needed")
+        if self.velocity_dispersion_kms is not None:
+            self.velocity_dispersion_kms = float(self.velocity_dispersion_kms)
+            if not np.isfinite(self.velocity_dispersion_kms) or self.velocity_dispersion_kms < 0:
+                raise ValueError(f"velocity_dispersion_kms must be finite and >= 0, got {self.velocity_dispersion_kms!r}")
+        if self.instrument_sigma_kms is not None:
+            sig = np.broadcast_to(np.asarray(self.instrument_sigma_kms, dtype=float), (n,)).copy()
+            if not (np.isfinite(sig) & (sig >= 0)).all():
+                raise ValueError("instrument_sigma_kms must be finite and >= 0 in every pixel")
+            self.instrument_sigma_kms = sig
 
     @classmethod
     def from_ivar(cls, wavelength, flux, ivar, redshift: float, **kwargs) -> "Observation":
@@ -92,16 +136,79 @@ class Observation:
             mask &= np.asarray(kwargs.pop("mask"), dtype=bool)
         return cls(wavelength, flux, sigma, redshift, mask=mask, **kwargs)
 
+    @classmethod
+    def from_fits(cls, path, **kwargs) -> "Observation":
+        """A survey file, recognised by its HDUs: an SDSS spec-PLATE-MJD-FIBER.fits
+        (`sfhkit.data.sdss.read_spec`), a MaNGA spectra table (needs index=;
+        `sfhkit.data.manga.read_manga_spectra`) or a MaNGA DRP LOGCUBE (needs redshift= and
+        spaxel= or radius_arcsec=; `sfhkit.data.manga.read_logcube`).  kwargs go to the reader."""
+        from pathlib import Path
+
+        from astropy.io import fits
+
+        from .data import manga, sdss
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no spectrum file at {path}")
+        try:
+            with fits.open(path) as hdul:
+                names = {hdu.name for hdu in hdul}
+                flux_ndim = hdul["FLUX"].header.get("NAXIS") if "FLUX" in names else None
+        except OSError as err:
+            raise ValueError(f"{path} is not a FITS file ({err})") from None
+        if {"COADD", "SPECOBJ"} <= names:
+            return sdss.read_spec(path, **kwargs)
+        if {"WAVE", "FLUX", "IVAR", "SRES", "Z"} <= names and flux_ndim == 2:
+            if "index" not in kwargs:
+                raise ValueError(f"{path} is a MaNGA spectra table: say which spectrum with index=")
+            return manga.read_manga_spectra(path, **kwargs)
+        if {"WAVE", "FLUX", "IVAR", "MASK"} <= names and flux_ndim == 3:
+            return manga.read_logcube(path, **kwargs)
+        raise ValueError(f"{path} is neither an SDSS spec file (COADD + SPECOBJ HDUs) nor a MaNGA spectra table "
+                         f"or LOGCUBE (WAVE, FLUX, IVAR, ...); its HDUs are {sorted(names)}")
+
+    @classmethod
+    def from_sdss(cls, plate: int, mjd: int, fiber: int, **kwargs) -> "Observation":
+        """SDSS spectrum PLATE-MJD-FIBER through astroquery (cached; offline: ConnectionError)."""
+        from .data.sdss import from_sdss
+
+        return from_sdss(plate, mjd, fiber, **kwargs)
+
     @property
     def n_used(self) -> int:
         return int(self.mask.sum())
 
-    def forward_model(self, grid=None, **kwargs):
-        """The forward model on this observation's wavelengths and redshift (default grid)."""
+    def line_spread(self, velocity_dispersion_kms: float | None = None):
+        """The `LineSpread` of this spectrum (its velocity dispersion unless one is given, and its
+        instrument sigma), or None when neither is known."""
+        from .lsf import LineSpread
+
+        vdisp = self.velocity_dispersion_kms if velocity_dispersion_kms is None else velocity_dispersion_kms
+        if vdisp is None and self.instrument_sigma_kms is None:
+            return None
+        if self.instrument_sigma_kms is None:
+            return LineSpread(vdisp)
+        return LineSpread(vdisp or 0.0, self.instrument_sigma_kms, self.wavelength)
+
+    def forward_model(self, grid=None, *, line_spread="auto", **kwargs):
+        """The forward model on this observation's wavelengths, redshift and A_V (default grid);
+        `line_spread="auto"` broadens with this spectrum's own `line_spread()`, None not at all."""
         from .forward import ForwardModel
         from .ssp import SSPGrid
 
-        return ForwardModel(grid or SSPGrid.default(), self.wavelength, self.redshift, self.av, **kwargs)
+        if isinstance(line_spread, str):
+            if line_spread != "auto":
+                raise ValueError(f"line_spread must be 'auto', None or a LineSpread, not {line_spread!r}")
+            line_spread = self.line_spread()
+        return ForwardModel(grid or SSPGrid.default(), self.wavelength, self.redshift, self.av,
+                            line_spread=line_spread, **kwargs)
+
+    def with_mask(self, mask) -> "Observation":
+        """A copy that also leaves out the pixels where `mask` is False."""
+        from dataclasses import replace
+
+        return replace(self, mask=self.mask & np.asarray(mask, dtype=bool), metadata=dict(self.metadata))
 
 
 def mock_observation(history, forward_model, snr: float = 50.0, seed: int | None = None,

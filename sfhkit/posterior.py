@@ -16,7 +16,8 @@ names (chain, draw); units are in each variable's attrs:
 
     /posterior               sfr (chain, draw, time_bin), log_z, the derived quantities
     /posterior_predictive    flux (chain, draw, wavelength)
-    /observed_data           flux, sigma, mask (wavelength), and a mock's noiseless flux
+    /observed_data           flux, sigma, mask (wavelength); a mock's noiseless flux, a survey's
+                             pipeline model and sky, the instrument's sigma where known
     /sample_stats            chi2, mean_abs_residual, kept (chain, draw)
     /constant_data           time-bin edges, and the true history of a mock
     root attrs               redshift, av, t(z), the sampler's config (JSON), sfhkit version
@@ -35,7 +36,7 @@ from ._io import atomic_path
 from ._version import __version__
 from .cosmology import TimeBins
 from .histories import observable_quantities
-from .observation import FLUX_UNIT, Observation
+from .observation import FLUX_UNIT, PER_PIXEL_METADATA, Observation
 
 DERIVED_UNITS = {"log10_formed_mass": "log10 Msun", "log10_surviving_mass": "log10 Msun", "t50_gyr": "Gyr",
                  "t90_gyr": "Gyr", "mass_weighted_age_gyr": "Gyr", "mass_weighted_logz": "log10 Z/Zsun"}
@@ -149,9 +150,15 @@ class Posterior:
                                "mask": ("wavelength", obs.mask.astype(np.int8),
                                         {"long_name": "1 where the pixel was used in the fit"})},
                               coords=wave_coord)
-        if "noiseless_flux" in obs.metadata:
-            observed["noiseless_flux"] = ("wavelength", np.asarray(obs.metadata["noiseless_flux"], dtype=float),
-                                          {"units": FLUX_UNIT, "long_name": "the mock's flux before noise"})
+        for name, (units, meaning) in PER_PIXEL_METADATA.items():
+            if name in obs.metadata:
+                observed[name] = ("wavelength", np.asarray(obs.metadata[name], dtype=float),
+                                  {"units": units, "long_name": meaning})
+        if obs.instrument_sigma_kms is not None:
+            observed["instrument_sigma"] = ("wavelength", obs.instrument_sigma_kms,
+                                            {"units": "km/s", "long_name": "instrumental line-spread sigma"})
+        if obs.velocity_dispersion_kms is not None:
+            observed.attrs["velocity_dispersion_kms"] = obs.velocity_dispersion_kms
         stats = xr.Dataset({"chi2": (cd, self.chi2[None], {"long_name": "chi^2 over unmasked pixels"}),
                             "mean_abs_residual": (cd, self.mean_abs_residual[None], {"units": "sigma"}),
                             "kept": (cd, self.kept[None].astype(np.int8), {"long_name": "1 for the kept draws"})},
@@ -198,11 +205,12 @@ class Posterior:
         constant = tree["constant_data"].to_dataset()
         if "true_sfr" in constant:
             metadata["true_history"] = np.stack([constant["true_sfr"].values, constant["true_log_z"].values])
-        if "noiseless_flux" in obs_ds:
-            metadata["noiseless_flux"] = obs_ds["noiseless_flux"].values
+        metadata.update({name: obs_ds[name].values for name in PER_PIXEL_METADATA if name in obs_ds})
         obs = Observation(obs_ds["wavelength"].values, obs_ds["flux"].values, obs_ds["sigma"].values,
                           float(attrs["redshift"]), float(attrs["av"]), mask=obs_ds["mask"].values.astype(bool),
-                          metadata=metadata)
+                          metadata=metadata, velocity_dispersion_kms=obs_ds.attrs.get("velocity_dispersion_kms"),
+                          instrument_sigma_kms=obs_ds["instrument_sigma"].values if "instrument_sigma" in obs_ds
+                          else None)
         stats = tree["sample_stats"].to_dataset()
         histories = np.stack([post["sfr"].values[0], post["log_z"].values[0]], axis=1)
         time_bins = TimeBins(n_bins=int(attrs["n_time_bins"]))

@@ -15,3 +15,14 @@ def grid():
 def sdss_wavelength():
     """An SDSS-like grid: log10 spacing 1e-4 from 3800 to 9200 A (vacuum)."""
     return 10 ** np.arange(np.log10(3800.0), np.log10(9200.0), 1e-4)
+
+
+SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """../shared/data (real SDSS, MaNGA and FIREFLY files): present in CI, absent in a fresh clone."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real-spectrum tests need {SHARED_DATA} (the shared data folder beside the project)")
+    return SHARED_DATA

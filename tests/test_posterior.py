@@ -74,6 +74,25 @@ def test_observation_bad_input():
     ivar = np.where(np.arange(w.size) < 50, 0.0, 100.0)
     obs = Observation.from_ivar(w, flux, ivar, 0.05)
     assert obs.n_used == w.size - 50 and np.allclose(obs.sigma[50:], 0.1)
+    with pytest.raises(ValueError, match="looks like erg/s/cm2/A"):      # cgs numbers given as plain arrays
+        Observation(w, flux * 1e-16, sigma * 1e-16, 0.05)
+
+
+def test_observation_units_at_the_boundary():
+    from astropy import units as u
+
+    w = sdss_wavelength()
+    cgs = u.erg / u.s / u.cm ** 2 / u.AA
+    obs = Observation(w * u.AA, np.ones(w.size) * 2e-17 * cgs, np.full(w.size, 1e-18) * cgs, 0.05)
+    np.testing.assert_allclose(obs.flux, 2.0)
+    np.testing.assert_allclose(obs.sigma, 0.1)
+    # Per-Hz flux densities are converted at each pixel's wavelength: F_lambda = F_nu c / lambda^2.
+    f_nu = (2e-17 * cgs).to(u.erg / u.s / u.cm ** 2 / u.Hz, u.spectral_density(w * u.AA))
+    np.testing.assert_allclose(Observation(w, f_nu, np.full(w.size, 0.1), 0.05).flux, 2.0, rtol=1e-10)
+    with pytest.raises(ValueError, match="flux density"):
+        Observation(w, np.ones(w.size) * u.Jy * u.km, np.full(w.size, 0.1), 0.05)
+    with pytest.raises(ValueError, match="wavelength must be a length"):
+        Observation(w * u.kg, np.ones(w.size), np.full(w.size, 0.1), 0.05)
 
 
 def test_linear_parts_reproduce_the_model(model):
