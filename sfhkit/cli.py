@@ -78,7 +78,7 @@ def _infer(args) -> int:
     posterior, report = real_experiment(
         obs, mask_lines=not args.no_line_mask, mask_sky=not args.no_sky_mask, ranges=args.mask_range or (),
         line_spread=not args.no_lsf, velocity_dispersion_kms=args.vdisp, n=args.n, keep=args.keep, steps=args.steps,
-        likelihood=args.likelihood, cla=args.cla, seed=args.seed, device=args.device)
+        likelihood=args.likelihood, cla=args.cla, fit_nuisance=args.fit_nuisance, seed=args.seed, device=args.device)
     report = {"posterior": str(posterior.save(out / "posterior.nc")), "figure": str(out / "posterior.png"),
               "av_source": obs.metadata["av_source"], **report}
     if firefly is not None:
@@ -86,6 +86,36 @@ def _infer(args) -> int:
     plot_posterior(posterior, report["figure"], firefly=firefly, zoom_lines=args.zoom)
     (out / "summary.json").write_text(json.dumps(report, indent=1, default=str))
     print(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+def _lsf_check(args) -> int:
+    from .experiments import line_spread_comparison
+
+    table = line_spread_comparison(args.files, firefly_dir=args.firefly_dir, n=args.n, keep=args.keep,
+                                   steps=args.steps, seed=args.seed, device=args.device, progress=not args.quiet)
+    text = json.dumps(table, indent=1)
+    if args.out:
+        from ._io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+    print(text)
+    return 0
+
+
+def _nuisance_check(args) -> int:
+    from .experiments import nuisance_experiment
+
+    table = nuisance_experiment(args.indices, n=args.n, keep=args.keep, steps=args.steps, seed=args.seed,
+                                progress=not args.quiet)
+    text = json.dumps(table, indent=1)
+    if args.out:
+        from ._io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+    print(text)
     return 0
 
 
@@ -135,14 +165,15 @@ def _prior_sample(args) -> int:
     return 0
 
 
-def _add_sampler_arguments(parser, n: int = 120, keep: int = 100):
+def _add_sampler_arguments(parser, n: int = 120, keep: int = 100, likelihood_choice: bool = True):
     from .sampler import DEFAULT_STEPS
 
     parser.add_argument("--n", type=int, default=n, help=f"posterior draws (default {n})")
     parser.add_argument("--keep", type=int, default=keep, help=f"kept draws, best by mean residual (default {keep})")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"reverse-SDE steps (default {DEFAULT_STEPS})")
-    parser.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
-    parser.add_argument("--cla", default="jacobian", choices=["jacobian", "paper"], help="CLA variant")
+    if likelihood_choice:
+        parser.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
+        parser.add_argument("--cla", default="jacobian", choices=["jacobian", "paper"], help="CLA variant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
 
@@ -188,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--av", type=float, default=None, help="Calzetti A_V (mag); default FIREFLY's, else 0")
     infer.add_argument("--vdisp", type=float, default=None, help="velocity dispersion, km/s (default: the file's)")
     infer.add_argument("--no-lsf", action="store_true", help="no line-spread function (the paper's model)")
+    infer.add_argument("--fit-nuisance", action="store_true",
+                       help="infer A_V and the velocity dispersion too, starting from --av/--vdisp (sfhkit.nuisance)")
     infer.add_argument("--no-line-mask", action="store_true", help="fit emission lines too")
     infer.add_argument("--no-sky-mask", action="store_true")
     infer.add_argument("--mask-range", type=float, nargs=2, action="append", metavar=("LO", "HI"),
@@ -196,6 +229,26 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--out", default=None, help="output folder (default outputs/<spectrum>)")
     _add_sampler_arguments(infer)
     infer.set_defaults(func=_infer)
+
+    lsf = sub.add_parser("lsf-check", help="chi^2 and residual skewness of SDSS fits with and without the LSF (JSON)",
+                         description="Fit each SDSS spec file twice, with and without the line-spread function "
+                                     "(velocity dispersion and instrumental resolution less the library's), and "
+                                     "print the table.")
+    lsf.add_argument("files", nargs="+", help="SDSS spec-PLATE-MJD-FIBER.fits files")
+    lsf.add_argument("--firefly-dir", default=None, help="take A_V from spFly files here (else A_V = 0)")
+    lsf.add_argument("--out", default=None, help="also write the JSON here")
+    lsf.add_argument("--quiet", action="store_true")
+    _add_sampler_arguments(lsf, likelihood_choice=False)
+    lsf.set_defaults(func=_lsf_check)
+
+    nui = sub.add_parser("nuisance-check", help="bias with fixed vs inferred A_V and velocity dispersion on mocks (JSON)",
+                         description="Mocks with A_V 0.5 and sigma_v 200 km/s fitted at the true values, at wrong "
+                                     "ones (0.2, 120 km/s), and with the nuisance mode started from the wrong ones.")
+    nui.add_argument("--indices", type=int, nargs="+", default=[2122, 100, 1000, 3000], help="test-set galaxies")
+    nui.add_argument("--out", default=None, help="also write the JSON here")
+    nui.add_argument("--quiet", action="store_true")
+    _add_sampler_arguments(nui, likelihood_choice=False)
+    nui.set_defaults(func=_nuisance_check)
 
     grid = sub.add_parser("grid", help="SSP grid jobs")
     grid_sub = grid.add_subparsers(dest="grid_command", required=True)

@@ -40,34 +40,139 @@ def mock_experiment(index: int = 2122, *, redshift: float = 0.05, av: float = 0.
 def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = True, ranges=(), rest_ranges=(),
                     line_spread: bool = True, velocity_dispersion_kms: float | None = None, n: int = 120,
                     keep: int = 100, steps: int | None = None, likelihood: str = "cla", cla: str = "jacobian",
-                    seed: int = 0, device: str = "cpu", prior=None, grid=None, progress: bool = True):
+                    fit_nuisance: bool = False, seed: int = 0, device: str = "cpu", prior=None, grid=None,
+                    progress: bool = True):
     """A real spectrum -> posterior with the embedded prior: emission-line, sky and user masks
     (sfhkit.lines.apply_masks), the line-spread function of the spectrum's velocity dispersion
     (or `velocity_dispersion_kms`) and instrument unless `line_spread` is False, A_V as the
-    observation holds it.
+    observation holds it, or A_V and the velocity dispersion inferred from those starting values
+    with `fit_nuisance` (sfhkit.nuisance).
 
     Returns (posterior, report): report holds the run time, the median chi^2 per pixel, the
     skewness of the posterior-median residuals, the masks and the derived quantities."""
     from scipy.stats import skew
 
     from .lines import apply_masks
+    from .nuisance import sample_with_nuisance
     from .prior import Prior
     from .sampler import DEFAULT_STEPS, sample_posterior
     from .ssp import SSPGrid
 
     obs = apply_masks(observation, lines=mask_lines, sky=mask_sky, ranges=ranges, rest_ranges=rest_ranges)
-    spread = obs.line_spread(velocity_dispersion_kms) if line_spread else None
-    model = obs.forward_model(grid or SSPGrid.default(progress=progress), line_spread=spread, device=device)
-    posterior = sample_posterior(obs, prior or Prior.default(device), model, n=n, keep=keep, likelihood=likelihood,
-                                 cla=cla, steps=steps or DEFAULT_STEPS, seed=seed, progress=progress)
+    grid = grid or SSPGrid.default(progress=progress)
+    prior = prior or Prior.default(device)
+    nuisance = None
+    if fit_nuisance:
+        if not line_spread or likelihood != "cla" or cla != "jacobian":
+            raise ValueError("the nuisance mode needs the line-spread function and the default likelihood")
+        posterior, nuisance = sample_with_nuisance(obs, prior, grid, vdisp_start_kms=velocity_dispersion_kms, n=n,
+                                                   keep=keep, steps=steps, seed=seed, progress=progress)
+        obs = posterior.observation
+        spread = obs.line_spread()
+    else:
+        spread = obs.line_spread(velocity_dispersion_kms) if line_spread else None
+        model = obs.forward_model(grid, line_spread=spread, device=device)
+        posterior = sample_posterior(obs, prior, model, n=n, keep=keep, likelihood=likelihood, cla=cla,
+                                     steps=steps or DEFAULT_STEPS, seed=seed, progress=progress)
     posterior.config["line_spread"] = None if spread is None else {
         "velocity_dispersion_kms": spread.velocity_dispersion_kms,
         "median_instrument_sigma_kms": float(np.median(spread.instrument_sigma_kms))}
-    median_residual = np.nanmedian(posterior.residuals(), axis=0)[obs.mask]
+    median_residual = np.median(posterior.residuals()[:, obs.mask], axis=0)
     report = {"source": obs.metadata.get("source"), "redshift": obs.redshift, "av": obs.av,
               "seconds": posterior.config["seconds"], "n_used_pixels": obs.n_used,
               "median_chi2_per_pixel": posterior.median_chi2_per_pixel(),
               "residual_skewness": float(skew(median_residual)),
               "line_spread": posterior.config["line_spread"], "masks": obs.metadata["masks"],
               "derived": posterior.summary()}
+    if nuisance is not None:
+        report["nuisance"] = {k: v for k, v in nuisance.items() if not k.endswith("_draws")}
     return posterior, report
+
+
+def line_spread_comparison(paths, *, firefly_dir=None, n: int = 120, keep: int = 100, steps: int | None = None,
+                           seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+    """Fit each SDSS spec file in `paths` with and without the line-spread function (velocity
+    dispersion + instrument - library resolution), everything else equal (masks, A_V from the
+    spectrum's FIREFLY fit in `firefly_dir` when there is one, else 0, seed).  Returns a JSON-able
+    table: per spectrum and setting, the median chi^2 per pixel and the skewness of the
+    posterior-median residuals."""
+    from .data.firefly import find_spfly, read_spfly
+    from .data.sdss import read_spec
+    from .prior import Prior
+    from .ssp import SSPGrid
+
+    grid, prior = SSPGrid.default(progress=progress), Prior.default(device)
+    rows = []
+    for path in paths:
+        obs = read_spec(path)
+        spfly = find_spfly(obs.metadata["spec_id"], firefly_dir) if firefly_dir else None
+        obs.av = read_spfly(spfly).av if spfly else 0.0
+        for line_spread in (False, True):
+            _, report = real_experiment(obs, line_spread=line_spread, n=n, keep=keep, steps=steps, seed=seed,
+                                        device=device, prior=prior, grid=grid, progress=progress)
+            rows.append({"spectrum": obs.metadata["spec_id"], "line_spread": line_spread, "av": round(obs.av, 3),
+                         "vdisp_kms": obs.velocity_dispersion_kms,
+                         "median_chi2_per_pixel": round(report["median_chi2_per_pixel"], 3),
+                         "residual_skewness": round(report["residual_skewness"], 3),
+                         "log10_formed_mass": round(report["derived"]["log10_formed_mass"]["mean"], 3),
+                         "mass_weighted_age_gyr": round(report["derived"]["mass_weighted_age_gyr"]["mean"], 2),
+                         "seconds": report["seconds"]})
+    return {"experiment": "line-spread function on/off", "n": n, "keep": keep, "steps": steps, "seed": seed,
+            "rows": rows}
+
+
+def nuisance_experiment(indices=(2122, 100, 1000, 3000), *, true_av: float = 0.5, true_vdisp_kms: float = 200.0,
+                        start_av: float = 0.2, start_vdisp_kms: float = 120.0, instrument_sigma_kms: float = 65.0,
+                        redshift: float = 0.05, snr: float = 50.0, n: int = 120, keep: int = 100,
+                        steps: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+    """Mocks with a known A_V and velocity dispersion (SDSS-like pixels and instrument), fitted
+    three ways: fixed at the truth, fixed at wrong values (`start_*`), and with the nuisance mode
+    (sfhkit.nuisance) started from those wrong values.  Returns, per galaxy and mode, the error of
+    the posterior mean of log formed mass and mass-weighted age and the A_V and sigma_v used."""
+    from dataclasses import replace
+
+    from .data import load_histories
+    from .forward import ForwardModel
+    from .lsf import LineSpread
+    from .nuisance import sample_with_nuisance
+    from .observation import mock_observation, sdss_wavelength
+    from .posterior import true_quantities
+    from .prior import Prior
+    from .sampler import DEFAULT_STEPS, sample_posterior
+    from .ssp import SSPGrid
+
+    grid, prior = SSPGrid.default(progress=progress), Prior.default()
+    wavelength = sdss_wavelength()
+    truth_model = ForwardModel(grid, wavelength, redshift, true_av,
+                               line_spread=LineSpread(true_vdisp_kms, instrument_sigma_kms))
+    test = load_histories("test")
+    steps = steps or DEFAULT_STEPS
+    rows = []
+    for index in indices:
+        truth = test.histories.values[index]
+        mock = mock_observation(truth, truth_model, snr=snr, seed=seed + index, metadata={"test_index": int(index)})
+        mock.instrument_sigma_kms = np.full(wavelength.size, instrument_sigma_kms)
+        true_values = true_quantities(truth, truth_model)
+        fits = {}
+        for mode, (av, vdisp) in (("fixed at truth", (true_av, true_vdisp_kms)),
+                                  ("fixed, wrong", (start_av, start_vdisp_kms))):
+            obs = replace(mock, av=av, velocity_dispersion_kms=vdisp, metadata=dict(mock.metadata))
+            model = obs.forward_model(grid)
+            fits[mode] = (sample_posterior(obs, prior, model, n=n, keep=keep, steps=steps, seed=seed, progress=progress),
+                          {"av": av, "vdisp_kms": vdisp})
+        posterior, nuisance = sample_with_nuisance(mock, prior, grid, av_start=start_av, vdisp_start_kms=start_vdisp_kms,
+                                                   n=n, keep=keep, steps=steps, seed=seed, progress=progress)
+        fits["nuisance mode from wrong"] = (posterior, {"av": nuisance["av"], "vdisp_kms": nuisance["vdisp_kms"]})
+        for mode, (posterior, used) in fits.items():
+            summary = posterior.summary()
+            rows.append({"test_index": int(index), "mode": mode, "nuisance": used,
+                         "log10_formed_mass_error": round(summary["log10_formed_mass"]["mean"]
+                                                          - float(true_values["log10_formed_mass"]), 4),
+                         "log10_formed_mass_std": round(summary["log10_formed_mass"]["std"], 4),
+                         "mass_weighted_age_error_gyr": round(summary["mass_weighted_age_gyr"]["mean"]
+                                                              - float(true_values["mass_weighted_age_gyr"]), 3),
+                         "median_chi2_per_pixel": round(posterior.median_chi2_per_pixel(), 3),
+                         "seconds": posterior.config["seconds"]})
+    return {"experiment": "nuisance parameters", "true_av": true_av, "true_vdisp_kms": true_vdisp_kms,
+            "start_av": start_av, "start_vdisp_kms": start_vdisp_kms, "instrument_sigma_kms": instrument_sigma_kms,
+            "redshift": redshift, "snr": snr, "n": n, "keep": keep, "steps": steps, "rows": rows}

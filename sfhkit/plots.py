@@ -79,7 +79,7 @@ def _history_panels(axes, posterior, draws, firefly):
     if reference is not None and np.isfinite(firefly.summary.get("log10_formed_mass", np.nan)):
         title += f" (FIREFLY {firefly.summary['log10_formed_mass']:.2f})"
     axes[0].set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7, loc="best", framealpha=0.6)
 
 
 def _spectrum_panel(ax, posterior, window=None):
@@ -97,10 +97,10 @@ def _spectrum_panel(ax, posterior, window=None):
                 label="survey pipeline model")
     if window is not None:
         ax.set_xlim(*window)
-        finite = obs.flux[pick][obs.mask[pick]]
-        if finite.size:
-            span = np.percentile(finite, [1, 99])
-            ax.set_ylim(span[0] - 0.15 * np.ptp(span), span[1] + 0.15 * np.ptp(span))
+        shown = np.concatenate([obs.flux[pick][obs.mask[pick]], med[pick]])   # masked emission may go off-scale
+        if shown.size:
+            span = np.array([shown.min(), shown.max()])
+            ax.set_ylim(span[0] - 0.1 * np.ptp(span), span[1] + 0.1 * np.ptp(span))
 
 
 def _line_markers(ax, redshift, window):

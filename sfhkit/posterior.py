@@ -40,6 +40,14 @@ from .observation import FLUX_UNIT, PER_PIXEL_METADATA, Observation
 
 DERIVED_UNITS = {"log10_formed_mass": "log10 Msun", "log10_surviving_mass": "log10 Msun", "t50_gyr": "Gyr",
                  "t90_gyr": "Gyr", "mass_weighted_age_gyr": "Gyr", "mass_weighted_logz": "log10 Z/Zsun"}
+def _json_ready(value) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 FORMAT = "sfhkit posterior"
 FORMAT_VERSION = 1
 
@@ -169,7 +177,7 @@ class Posterior:
             constant["true_sfr"] = ("time_bin", truth[0], {"units": "Msun/yr"})
             constant["true_log_z"] = ("time_bin", truth[1], {"units": "log10 Z/Zsun"})
             constant = constant.assign_coords(bins_coord)
-        scalars = {k: v for k, v in obs.metadata.items() if isinstance(v, (str, int, float, bool)) or v is None}
+        scalars = {k: v for k, v in obs.metadata.items() if _json_ready(v)}   # arrays go in the groups above
         attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "sfhkit_version": __version__,
                  "redshift": obs.redshift, "av": obs.av, "age_at_z_gyr": self.age_at_z_gyr,
                  "cosmology": self.time_bins.cosmology.name or "", "n_time_bins": n_bins,

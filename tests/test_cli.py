@@ -95,7 +95,33 @@ def test_calibrate_and_bench_posterior_run_with_small_settings(grid, tmp_path, c
     assert set(report["coverage"]["log10_formed_mass"]) == {"0.68", "0.95"}
     assert len(report["coverage"]["sfr_per_bin"]["0.68"]["values"]) == 64
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["calibrate", "--n", "2", "--draws", "3", "--keep", "2", "--steps", "4", "--quiet", "--truths", "prior",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["truths"] == "prior" and report["prior_indices"] == [0, 1]
     capsys.readouterr()
     assert main(["bench", "posterior", "--n", "4", "--keep", "2", "--steps", "3", "--batch-galaxies", "2"]) == 0
     bench = json.loads(capsys.readouterr().out)
     assert bench["seconds_one_galaxy"] > 0 and bench["galaxies_per_hour_batched"] > 0
+
+
+def test_infer_runs_on_a_real_spectrum(shared_data, grid, tmp_path, capsys):
+    """`sfhkit infer` end to end on a shared SDSS file with its FIREFLY fit (tiny sampler settings)."""
+    out = tmp_path / "infer"
+    assert main(["infer", "--fits", str(shared_data / "sdss" / "spec-0266-51602-0614.fits"), "--firefly-dir",
+                 str(shared_data / "firefly"), "--n", "4", "--keep", "2", "--steps", "3", "--out", str(out)]) == 0
+    report = json.loads((out / "summary.json").read_text())
+    assert report["av_source"].startswith("FIREFLY") and report["av"] == pytest.approx(4.05 * 0.1809, abs=1e-3)
+    assert report["line_spread"]["velocity_dispersion_kms"] == pytest.approx(253.6, abs=0.1)
+    assert report["masks"]["pixels_removed"]["lines"] > 50
+    assert (out / "posterior.png").read_bytes()[:4] == b"\x89PNG"
+    from sfhkit import Posterior
+
+    loaded = Posterior.load(out / "posterior.nc")
+    assert loaded.observation.metadata["spec_id"] == "266-51602-614"
+    assert loaded.observation.metadata["masks"] == report["masks"]
+    assert loaded.observation.velocity_dispersion_kms == pytest.approx(253.6, abs=0.1)
+    assert loaded.observation.metadata["pipeline_model"].shape == loaded.observation.wavelength.shape
+    capsys.readouterr()
+    assert main(["infer", "--fits", str(shared_data / "firefly" / "spFly-0266-51602-0614.fits")]) == 2
+    assert "not an SDSS spec" in capsys.readouterr().err

@@ -74,7 +74,7 @@ class FireflyFit:
         index = np.clip(np.searchsorted(time_bins.edges, formed_at, side="right") - 1, 0, time_bins.n_bins - 1)
         mass_per_bin = np.bincount(index, weights=mass[good], minlength=time_bins.n_bins)
         zh_mass = np.bincount(index, weights=mass[good] * zh[good], minlength=time_bins.n_bins)
-        sfr = mass_per_bin / (time_bins.widths * 1e9)
+        sfr = mass_per_bin / time_bins.widths                     # widths in yr
         with np.errstate(invalid="ignore", divide="ignore"):
             logz = np.where(mass_per_bin > 0, zh_mass / mass_per_bin, np.nan)
         return np.stack([sfr, logz])

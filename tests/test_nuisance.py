@@ -1,0 +1,46 @@
+"""Nuisance parameters: the (A_V, sigma_v) grid recovers known values given the true history."""
+
+import numpy as np
+import pytest
+
+from sfhkit import ForwardModel, LineSpread
+from sfhkit.histories import example_history
+from sfhkit.nuisance import DEFAULT_AV_GRID, DEFAULT_VDISP_GRID_KMS, conditional_grid_draws, sample_with_nuisance
+from sfhkit.observation import mock_observation, sdss_wavelength
+
+
+@pytest.fixture(scope="module")
+def setup(grid):
+    wavelength = sdss_wavelength(n_pixels=2000)                    # 3800-6000 A: Balmer, G band, Mg b
+    truth = ForwardModel(grid, wavelength, 0.05, 0.5, line_spread=LineSpread(200.0, 65.0))
+    history = example_history().numpy()
+    mock = mock_observation(history, truth, snr=50, seed=0)
+    mock.instrument_sigma_kms = np.full(wavelength.size, 65.0)
+    instrument_only = ForwardModel(grid, wavelength, 0.05, 0.0,
+                                   line_spread=LineSpread(0.0, mock.instrument_sigma_kms, wavelength))
+    return mock, history, instrument_only
+
+
+def test_grid_peaks_at_the_true_values(setup, grid):
+    mock, history, instrument_only = setup
+    draws = conditional_grid_draws(mock, np.repeat(history[None], 30, axis=0), instrument_only, grid, seed=0)
+    best_av, best_v = np.unravel_index(np.argmax(draws["log_likelihood"][0]), draws["log_likelihood"].shape[1:])
+    assert DEFAULT_AV_GRID[best_av] == pytest.approx(0.5)
+    assert DEFAULT_VDISP_GRID_KMS[best_v] == pytest.approx(200.0)
+    # The conditional is narrow at SNR 50: the draws sit at or next to the truth.
+    assert np.all(np.abs(draws["av"] - 0.5) <= 0.1 + 1e-9)
+    assert np.all(np.abs(draws["vdisp_kms"] - 200.0) <= 30.0)
+
+
+def test_grid_refuses_unreachable_dispersions(setup, grid):
+    mock, history, instrument_only = setup
+    with pytest.raises(ValueError, match="cannot be reached"):
+        conditional_grid_draws(mock, history[None], instrument_only, grid, vdisp_grid_kms=(10.0, 200.0))
+
+
+def test_nuisance_needs_the_instrument(setup, grid):
+    from dataclasses import replace
+
+    mock, _, _ = setup
+    with pytest.raises(ValueError, match="instrumental resolution"):
+        sample_with_nuisance(replace(mock, instrument_sigma_kms=None), None, grid)
