@@ -85,7 +85,7 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
               "line_spread": posterior.config["line_spread"], "masks": obs.metadata["masks"],
               "derived": posterior.summary()}
     if nuisance is not None:
-        report["nuisance"] = {k: v for k, v in nuisance.items() if not k.endswith("_draws")}
+        report["nuisance"] = nuisance
     return posterior, report
 
 
@@ -162,7 +162,8 @@ def nuisance_experiment(indices=(2122, 100, 1000, 3000), *, true_av: float = 0.5
                           {"av": av, "vdisp_kms": vdisp})
         posterior, nuisance = sample_with_nuisance(mock, prior, grid, av_start=start_av, vdisp_start_kms=start_vdisp_kms,
                                                    n=n, keep=keep, steps=steps, seed=seed, progress=progress)
-        fits["nuisance mode from wrong"] = (posterior, {"av": nuisance["av"], "vdisp_kms": nuisance["vdisp_kms"]})
+        fits["nuisance mode from wrong"] = (posterior, {"av": nuisance["av"], "vdisp_kms": nuisance["vdisp_kms"],
+                                                        "av_profiles": nuisance["av_profiles"]})
         for mode, (posterior, used) in fits.items():
             summary = posterior.summary()
             rows.append({"test_index": int(index), "mode": mode, "nuisance": used,

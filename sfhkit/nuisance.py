@@ -1,26 +1,30 @@
 """Nuisance parameters inferred with the history (beyond the paper): Calzetti A_V and the stellar
 velocity dispersion sigma_v.
 
-The paper fixes A_V; a wrong A_V or velocity dispersion biases the history.  Here they are updated
-by alternating with the diffusion sampler:
+The paper fixes A_V; a wrong A_V or velocity dispersion biases the history.  Here they are estimated
+by alternating with the diffusion sampler, in `rounds` rounds:
 
-1. sample the history posterior at the current (A_V, sigma_v);
-2. for every kept draw h_i, evaluate the likelihood p(y | h_i, A_V, sigma_v) on a grid (flat prior
-   over the grid) and draw one (A_V, sigma_v) from that conditional: a Gibbs step for the nuisance
-   parameters given each history draw;
-3. move (A_V, sigma_v) to the median of those draws and repeat; after `rounds` rounds, sample the
-   history once more at the final values.
+1. A_V by profile likelihood: for each A_V on a grid (0-2 mag in steps of 0.25 in the first round,
+   steps of 0.05 around the previous estimate after that), sample `round_draws` histories and take
+   the median chi^2 of the draws; a parabola through the lowest point and its neighbours gives the
+   estimate and its 1-sigma error (Delta chi^2 = 1).  Changing A_V rebuilds nothing.
+2. sigma_v given those draws: for every draw h_i at the estimated A_V, the likelihood over a grid
+   of sigma_v (flat prior) and one sigma_v drawn from that conditional; the estimate is their
+   median, the spread their 16-84 % range.
+3. After the last round, the history posterior is sampled once more at the estimates.
 
-The (A_V, sigma_v) draws of the last round are the reported nuisance posterior.  It is conditional
-on history draws made at the previous values, so it is an approximation (an alternating, Gibbs-like
-scheme, not a joint sampler); `experiments.nuisance_experiment` measures what it buys on mocks.
+Why not a Gibbs step for A_V too: given a history fitted at some A_V, the conditional of A_V is so
+narrow (the history has already absorbed the reddening) that alternating conditionals never leave
+the starting value (measured: 0.2 stays 0.2 when the truth is 0.5); the profile compares whole
+posteriors at each A_V instead.  Both steps condition on fixed values of the other parameter, so
+this is an empirical-Bayes estimate, not a joint posterior; `experiments.nuisance_experiment`
+measures it on mocks.
 
-Cheap grids: A_V enters the forward model as a per-pixel attenuation, so every grid value costs one
-model call.  sigma_v is applied as a Gaussian in velocity on the observed pixels to spectra of a
-model built without it (instrument and library resolution only): convolutions compose in quadrature,
-so the extra sigma is sqrt(sigma_v^2 - d^2), where d^2 = max(sigma_library^2 - sigma_instrument^2, 0)
-is what the instrument-only model could not subtract.  This is exact up to pixel sampling (69 km/s
-for SDSS), which is why the grid starts at 80 km/s.
+sigma_v is applied as a Gaussian in velocity on the observed pixels to spectra of a model built
+without it (instrument and library resolution only): convolutions compose in quadrature, so the
+extra sigma is sqrt(sigma_v^2 - d^2), where d^2 = max(sigma_library^2 - sigma_instrument^2, 0) is
+what the instrument-only model could not subtract.  This is exact up to pixel sampling (69 km/s for
+SDSS), which is why the grid starts at 80 km/s.
 """
 
 from __future__ import annotations
@@ -79,15 +83,27 @@ def conditional_grid_draws(observation, histories, instrument_model, grid, *, av
     return {"av": av_grid[a_index], "vdisp_kms": vdisp_grid[v_index], "log_likelihood": log_like}
 
 
+def _parabola_minimum(x, y, i):
+    """Vertex and 1-sigma half-width (Delta y = 1) of the parabola through points i-1, i, i+1;
+    the grid point itself and half a grid step at the ends of the grid."""
+    if i == 0 or i == len(x) - 1:
+        return float(x[i]), float(abs(x[1] - x[0]) / 2)
+    a, b, _ = np.polyfit(x[i - 1:i + 2], y[i - 1:i + 2], 2)
+    if a <= 0:
+        return float(x[i]), float(abs(x[1] - x[0]) / 2)
+    return float(-b / (2 * a)), float(1 / np.sqrt(a))
+
+
 def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = None, vdisp_start_kms: float | None = None,
-                         rounds: int = 2, av_grid=DEFAULT_AV_GRID, vdisp_grid_kms=DEFAULT_VDISP_GRID_KMS,
-                         n: int = 120, keep: int = 100, steps: int | None = None, round_draws: int = 40,
-                         round_steps: int = 100, seed: int = 0, progress: bool = True):
-    """The alternating scheme of the module docstring.  Starts from `av_start` / `vdisp_start_kms`
-    (default: the observation's A_V and velocity dispersion, else 0.3 mag and 150 km/s); each
-    round samples `round_draws` histories with `round_steps` steps; the final sampling uses `n`,
-    `keep`, `steps`.  Returns (posterior, nuisance): nuisance holds the last round's (A_V, sigma_v)
-    draws with their median and 16-84 % range, and the path of values round by round."""
+                         rounds: int = 2, av_coarse_step: float = 0.25, av_max: float = 2.0,
+                         vdisp_grid_kms=DEFAULT_VDISP_GRID_KMS, n: int = 120, keep: int = 100,
+                         steps: int | None = None, round_draws: int = 30, round_steps: int = 100, seed: int = 0,
+                         progress: bool = True):
+    """The scheme of the module docstring.  sigma_v starts at `vdisp_start_kms` (default: the
+    observation's, else 150 km/s); `av_start` only fixes where the first round's table starts
+    (the A_V grid covers 0-`av_max` regardless).  Returns (posterior, nuisance): nuisance holds the
+    A_V estimate and error, the sigma_v median and 16-84 % range, the A_V profile of every round and
+    the path of the estimates."""
     from dataclasses import replace
 
     from .lsf import LineSpread
@@ -98,27 +114,47 @@ def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = N
     if observation.instrument_sigma_kms is None:
         raise ValueError("the nuisance mode needs the spectrum's instrumental resolution (instrument_sigma_kms)")
     av = float(observation.av if av_start is None else av_start)
-    vdisp = vdisp_start_kms if vdisp_start_kms is not None else (observation.velocity_dispersion_kms or 150.0)
+    vdisp = float(vdisp_start_kms if vdisp_start_kms is not None else (observation.velocity_dispersion_kms or 150.0))
     instrument = LineSpread(0.0, observation.instrument_sigma_kms, observation.wavelength)
     instrument_model = observation.forward_model(grid, line_spread=instrument, device=prior.device)
-    path = [{"av": av, "vdisp_kms": float(vdisp)}]
-    draws = None
+    path, profiles = [{"av": av, "vdisp_kms": vdisp}], []
+    av_error, vdisp_draws = np.nan, np.array([vdisp])
     for k in range(rounds):
-        current = replace(observation, av=av, metadata=dict(observation.metadata))
-        model = current.forward_model(grid, line_spread=current.line_spread(vdisp), device=prior.device)
-        posterior = sample_posterior(current, prior, model, n=round_draws, keep=max(1, round_draws * 3 // 4),
-                                     steps=round_steps, seed=seed + 1000 * (k + 1), progress=progress)
-        draws = conditional_grid_draws(current, posterior.samples(), instrument_model, grid, av_grid=av_grid,
-                                       vdisp_grid_kms=vdisp_grid_kms, seed=seed + k)
-        av, vdisp = float(np.median(draws["av"])), float(np.median(draws["vdisp_kms"]))
+        if k == 0:
+            av_grid = np.arange(0.0, av_max + 1e-9, av_coarse_step)
+        else:
+            fine = av_coarse_step / 5
+            av_grid = np.clip(av + fine * np.arange(-2, 3), 0.0, av_max)
+            av_grid = np.unique(av_grid)
+        model = observation.forward_model(grid, line_spread=observation.line_spread(vdisp), device=prior.device)
+        chi2, draws_at = [], []
+        for a in av_grid:
+            current = replace(observation, av=float(a), metadata=dict(observation.metadata))
+            post = sample_posterior(current, prior, model, n=round_draws, keep=round_draws, steps=round_steps,
+                                    seed=seed + 1000 * (k + 1), progress=False)
+            chi2.append(float(np.median(post.chi2)))
+            draws_at.append(post.samples())
+        chi2 = np.array(chi2)
+        best = int(np.argmin(chi2))
+        av, av_error = _parabola_minimum(av_grid, chi2, best)
+        av = float(np.clip(av, 0.0, av_max))
+        profiles.append({"av": av_grid.round(4).tolist(), "median_chi2": chi2.round(2).tolist()})
+        at_av = replace(observation, av=av, metadata=dict(observation.metadata))
+        conditional = conditional_grid_draws(at_av, draws_at[best], instrument_model, grid, av_grid=[av],
+                                             vdisp_grid_kms=vdisp_grid_kms, seed=seed + k)
+        vdisp_draws = conditional["vdisp_kms"]
+        vdisp = float(np.median(vdisp_draws))
         path.append({"av": av, "vdisp_kms": vdisp})
+        if progress:
+            print(f"nuisance round {k + 1}/{rounds}: A_V = {av:.3f} +- {av_error:.3f}, sigma_v = {vdisp:.0f} km/s",
+                  flush=True)
     final = replace(observation, av=av, velocity_dispersion_kms=vdisp, metadata=dict(observation.metadata))
     model = final.forward_model(grid, line_spread=final.line_spread(), device=prior.device)
     posterior = sample_posterior(final, prior, model, n=n, keep=keep, steps=steps or DEFAULT_STEPS, seed=seed,
                                  progress=progress)
-    summary = {name: {"median": float(np.median(values)), "p16": float(np.percentile(values, 16)),
-                      "p84": float(np.percentile(values, 84))}
-               for name, values in (("av", draws["av"]), ("vdisp_kms", draws["vdisp_kms"]))}
-    posterior.config["nuisance"] = {**summary, "path": path}
-    return posterior, {**summary, "path": path, "av_draws": draws["av"].tolist(),
-                       "vdisp_kms_draws": draws["vdisp_kms"].tolist()}
+    summary = {"av": {"estimate": av, "error": av_error},
+               "vdisp_kms": {"median": vdisp, "p16": float(np.percentile(vdisp_draws, 16)),
+                             "p84": float(np.percentile(vdisp_draws, 84))},
+               "path": path, "av_profiles": profiles}
+    posterior.config["nuisance"] = summary
+    return posterior, summary

@@ -44,3 +44,19 @@ def test_nuisance_needs_the_instrument(setup, grid):
     mock, _, _ = setup
     with pytest.raises(ValueError, match="instrumental resolution"):
         sample_with_nuisance(replace(mock, instrument_sigma_kms=None), None, grid)
+
+
+def test_alternating_scheme_runs_and_reports(setup, grid):
+    """Structure only (tiny sampler settings); `sfhkit nuisance-check` measures the accuracy."""
+    from sfhkit import Prior
+
+    mock, _, _ = setup
+    posterior, nuisance = sample_with_nuisance(mock, Prior.default(), grid, av_start=0.2, vdisp_start_kms=120.0,
+                                               rounds=2, n=4, keep=2, steps=4, round_draws=3, round_steps=4,
+                                               progress=False)
+    assert len(nuisance["av_profiles"]) == 2 and len(nuisance["path"]) == 3
+    assert nuisance["av_profiles"][0]["av"][:3] == [0.0, 0.25, 0.5]
+    assert 0 <= nuisance["av"]["estimate"] <= 2 and nuisance["av"]["error"] > 0
+    assert posterior.observation.av == nuisance["av"]["estimate"]
+    assert posterior.observation.velocity_dispersion_kms == nuisance["vdisp_kms"]["median"]
+    assert posterior.config["nuisance"]["path"] == nuisance["path"]
