@@ -90,3 +90,14 @@ def test_logcube_errors(tmp_path):
     with pytest.raises(ValueError, match="every pixel"):
         manga.read_logcube(path, redshift=0.02, spaxel=(0, 0))
     assert manga.covariance_noise_factor(1) == 1.0 and manga.covariance_noise_factor(500) == 4.2
+
+
+def test_offline_logcube_fetch_is_a_clear_error(monkeypatch):
+    import astropy.utils.data
+
+    def refuse(url, **kwargs):
+        raise OSError(f"Network is unreachable: {url}")
+
+    monkeypatch.setattr(astropy.utils.data, "download_file", refuse)
+    with pytest.raises(ConnectionError, match=r"v3_1_1/8485/stack/manga-8485-1901-LOGCUBE.fits.gz .*Offline"):
+        manga.fetch_logcube("8485-1901")
