@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def _infer(args) -> int:
     from .plots import plot_posterior
 
     obs, firefly = _read_observation(args)
-    name = Path(str(obs.metadata.get("source", "spectrum"))).name.split(".fits")[0].replace("[", "_").rstrip("]")
+    name = re.sub(r"\.fits(\.gz)?", "", Path(str(obs.metadata.get("source", "spectrum"))).name)
+    name = name.replace("[", "_").rstrip("]")                 # MaNGA_test_spectra.fits.gz[3] -> MaNGA_test_spectra_3
     out = Path(args.out or Path("outputs") / name)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{obs.metadata.get('source')}: z = {obs.redshift:.5f}, A_V = {obs.av:.3f} ({obs.metadata['av_source']}), "
