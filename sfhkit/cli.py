@@ -80,7 +80,7 @@ def _infer(args) -> int:
     posterior, report = real_experiment(
         obs, mask_lines=not args.no_line_mask, mask_sky=not args.no_sky_mask, ranges=args.mask_range or (),
         line_spread=not args.no_lsf, velocity_dispersion_kms=args.vdisp, n=args.n, keep=args.keep, steps=args.steps,
-        likelihood=args.likelihood, cla=args.cla, fit_nuisance=args.fit_nuisance, seed=args.seed, device=args.device)
+        likelihood=args.likelihood, cla=args.cla, fit_nuisance=args.fit_nuisance, model_error=args.model_error, seed=args.seed, device=args.device)
     report = {"posterior": str(posterior.save(out / "posterior.nc")), "figure": str(out / "posterior.png"),
               "av_source": obs.metadata["av_source"], **report}
     if firefly is not None:
@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--no-lsf", action="store_true", help="no line-spread function (the paper's model)")
     infer.add_argument("--fit-nuisance", action="store_true",
                        help="infer A_V and the velocity dispersion too, starting from --av/--vdisp (sfhkit.nuisance)")
+    infer.add_argument("--model-error", type=float, default=0.0,
+                       help="add this fraction of the flux to the noise in quadrature (e.g. 0.02 for S/N > 50)")
     infer.add_argument("--no-line-mask", action="store_true", help="fit emission lines too")
     infer.add_argument("--no-sky-mask", action="store_true")
     infer.add_argument("--mask-range", type=float, nargs=2, action="append", metavar=("LO", "HI"),

@@ -40,13 +40,14 @@ def mock_experiment(index: int = 2122, *, redshift: float = 0.05, av: float = 0.
 def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = True, ranges=(), rest_ranges=(),
                     line_spread: bool = True, velocity_dispersion_kms: float | None = None, n: int = 120,
                     keep: int = 100, steps: int | None = None, likelihood: str = "cla", cla: str = "jacobian",
-                    fit_nuisance: bool = False, seed: int = 0, device: str = "cpu", prior=None, grid=None,
-                    progress: bool = True):
+                    fit_nuisance: bool = False, model_error: float = 0.0, seed: int = 0, device: str = "cpu",
+                    prior=None, grid=None, progress: bool = True):
     """A real spectrum -> posterior with the embedded prior: emission-line, sky and user masks
     (sfhkit.lines.apply_masks), the line-spread function of the spectrum's velocity dispersion
     (or `velocity_dispersion_kms`) and instrument unless `line_spread` is False, A_V as the
     observation holds it, or A_V and the velocity dispersion inferred from those starting values
-    with `fit_nuisance` (sfhkit.nuisance).
+    with `fit_nuisance` (sfhkit.nuisance).  `model_error` adds that fraction of the flux to the noise
+    in quadrature (`Observation.with_model_error`), for spectra whose S/N exceeds the model's accuracy.
 
     Returns (posterior, report): report holds the run time, the median chi^2 per pixel, the
     skewness of the posterior-median residuals, the masks and the derived quantities."""
@@ -59,6 +60,8 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
     from .ssp import SSPGrid
 
     obs = apply_masks(observation, lines=mask_lines, sky=mask_sky, ranges=ranges, rest_ranges=rest_ranges)
+    if model_error:
+        obs = obs.with_model_error(model_error)
     grid = grid or SSPGrid.default(progress=progress)
     prior = prior or Prior.default(device)
     nuisance = None

@@ -204,6 +204,18 @@ class Observation:
         return ForwardModel(grid or SSPGrid.default(), self.wavelength, self.redshift, self.av,
                             line_spread=line_spread, **kwargs)
 
+    def with_model_error(self, fraction: float) -> "Observation":
+        """A copy whose noise includes a model error of `fraction` of the flux, in quadrature:
+        sigma^2 + (fraction * |flux|)^2.  The SSP models, flux calibration and sky subtraction are
+        good to a few per cent, so spectra with S/N well above ~30 per pixel cannot be fitted to their
+        formal noise (a MaNGA spaxel at S/N 116 gives chi^2 17 per pixel without it)."""
+        from dataclasses import replace
+
+        if not np.isfinite(fraction) or fraction < 0:
+            raise ValueError(f"the model-error fraction must be finite and >= 0, got {fraction!r}")
+        sigma = np.where(self.mask, np.sqrt(self.sigma ** 2 + (fraction * np.abs(self.flux)) ** 2), self.sigma)
+        return replace(self, sigma=sigma, metadata={**self.metadata, "model_error_fraction": float(fraction)})
+
     def with_mask(self, mask) -> "Observation":
         """A copy that also leaves out the pixels where `mask` is False."""
         from dataclasses import replace

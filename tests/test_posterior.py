@@ -172,3 +172,17 @@ def test_sampling_refuses_bad_settings(mock, model):
         sample_posterior(mock, Prior.default(), model, n=5, keep=6, steps=2, progress=False)
     with pytest.raises(ValueError, match="must be one of"):
         sample_posterior(mock, Prior.default(), model, n=2, keep=1, steps=2, likelihood="exact", progress=False)
+
+
+def test_model_error_adds_in_quadrature():
+    w = sdss_wavelength()
+    flux, sigma = np.full(w.size, 10.0), np.full(w.size, 0.1)
+    mask = np.ones(w.size, bool)
+    mask[:10] = False
+    obs = Observation(w, flux, sigma, 0.05, mask=mask)
+    wider = obs.with_model_error(0.02)
+    np.testing.assert_allclose(wider.sigma[mask], np.hypot(0.1, 0.2))
+    np.testing.assert_allclose(wider.sigma[~mask], 0.1)
+    assert wider.metadata["model_error_fraction"] == 0.02 and "model_error_fraction" not in obs.metadata
+    with pytest.raises(ValueError, match="model-error"):
+        obs.with_model_error(-0.1)
