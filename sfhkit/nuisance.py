@@ -100,8 +100,8 @@ def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = N
                          steps: int | None = None, round_draws: int = 30, round_steps: int = 100, seed: int = 0,
                          progress: bool = True):
     """The scheme of the module docstring.  sigma_v starts at `vdisp_start_kms` (default: the
-    observation's, else 150 km/s); `av_start` only fixes where the first round's table starts
-    (the A_V grid covers 0-`av_max` regardless).  Returns (posterior, nuisance): nuisance holds the
+    observation's, else 150 km/s); `av_start` is only recorded as the path's start (the first
+    round's A_V grid spans 0-`av_max` regardless).  Returns (posterior, nuisance): nuisance holds the
     A_V estimate and error, the sigma_v median and 16-84 % range, the A_V profile of every round and
     the path of the estimates."""
     from dataclasses import replace
