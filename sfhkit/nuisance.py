@@ -7,7 +7,8 @@ by alternating with the diffusion sampler, in `rounds` rounds:
 1. A_V by profile likelihood: for each A_V on a grid (0-2 mag in steps of 0.25 in the first round,
    steps of 0.05 around the previous estimate after that), sample `round_draws` histories and take
    the median chi^2 of the draws; a parabola through the lowest point and its neighbours gives the
-   estimate and its 1-sigma error (Delta chi^2 = 1).  Changing A_V rebuilds nothing.
+   estimate, and its 1-sigma error combines Delta chi^2 = 1 with the sampling noise of the medians
+   (propagated through the parabola).  Changing A_V rebuilds nothing.
 2. sigma_v given those draws: for every draw h_i at the estimated A_V, the likelihood over a grid
    of sigma_v (flat prior) and one sigma_v drawn from that conditional; the estimate is their
    median, the spread their 16-84 % range.
@@ -83,15 +84,29 @@ def conditional_grid_draws(observation, histories, instrument_model, grid, *, av
     return {"av": av_grid[a_index], "vdisp_kms": vdisp_grid[v_index], "log_likelihood": log_like}
 
 
-def _parabola_minimum(x, y, i):
-    """Vertex and 1-sigma half-width (Delta y = 1) of the parabola through points i-1, i, i+1;
-    the grid point itself and half a grid step at the ends of the grid."""
+def _parabola_minimum(x, y, i, y_error=None):
+    """Vertex of the parabola through points i-1, i, i+1 and its 1-sigma error: the curvature's
+    Delta y = 1 half-width combined in quadrature with the vertex's uncertainty from the errors
+    `y_error` of the y values (propagated through the fit).  At the ends of the grid: the grid point
+    and half a grid step."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if i == 0 or i == len(x) - 1:
         return float(x[i]), float(abs(x[1] - x[0]) / 2)
     a, b, _ = np.polyfit(x[i - 1:i + 2], y[i - 1:i + 2], 2)
     if a <= 0:
         return float(x[i]), float(abs(x[1] - x[0]) / 2)
-    return float(-b / (2 * a)), float(1 / np.sqrt(a))
+    vertex, error = -b / (2 * a), 1 / np.sqrt(a)
+    if y_error is not None:
+        # d vertex / d y_k by finite differences of the (linear in y) fit: exact for a quadratic.
+        base = y[i - 1:i + 2]
+        gradient = []
+        for k in range(3):
+            bumped = base.copy()
+            bumped[k] += 1e-3
+            a_k, b_k, _ = np.polyfit(x[i - 1:i + 2], bumped, 2)
+            gradient.append((-b_k / (2 * a_k) - vertex) / 1e-3)
+        error = np.hypot(error, np.sqrt(np.sum((np.array(gradient) * np.asarray(y_error)[i - 1:i + 2]) ** 2)))
+    return float(vertex), float(error)
 
 
 def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = None, vdisp_start_kms: float | None = None,
@@ -127,16 +142,18 @@ def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = N
             av_grid = np.clip(av + fine * np.arange(-2, 3), 0.0, av_max)
             av_grid = np.unique(av_grid)
         model = observation.forward_model(grid, line_spread=observation.line_spread(vdisp), device=prior.device)
-        chi2, draws_at = [], []
+        chi2, chi2_error, draws_at = [], [], []
         for a in av_grid:
             current = replace(observation, av=float(a), metadata=dict(observation.metadata))
             post = sample_posterior(current, prior, model, n=round_draws, keep=round_draws, steps=round_steps,
                                     seed=seed + 1000 * (k + 1), progress=False)
             chi2.append(float(np.median(post.chi2)))
+            # Standard error of a median: sqrt(pi/2) sigma / sqrt(N) for near-normal values.
+            chi2_error.append(float(1.2533 * np.std(post.chi2) / np.sqrt(post.chi2.size)))
             draws_at.append(post.samples())
         chi2 = np.array(chi2)
         best = int(np.argmin(chi2))
-        av, av_error = _parabola_minimum(av_grid, chi2, best)
+        av, av_error = _parabola_minimum(av_grid, chi2, best, chi2_error)
         av = float(np.clip(av, 0.0, av_max))
         profiles.append({"av": av_grid.round(4).tolist(), "median_chi2": chi2.round(2).tolist()})
         at_av = replace(observation, av=av, metadata=dict(observation.metadata))

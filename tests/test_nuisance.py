@@ -60,3 +60,19 @@ def test_alternating_scheme_runs_and_reports(setup, grid):
     assert posterior.observation.av == nuisance["av"]["estimate"]
     assert posterior.observation.velocity_dispersion_kms == nuisance["vdisp_kms"]["median"]
     assert posterior.config["nuisance"]["path"] == nuisance["path"]
+
+
+def test_parabola_vertex_and_errors():
+    from sfhkit.nuisance import _parabola_minimum
+
+    x = np.array([0.0, 0.25, 0.5, 0.75])
+    y = 400.0 * (x - 0.3) ** 2 + 1000.0
+    vertex, error = _parabola_minimum(x, y, 1)
+    assert vertex == pytest.approx(0.3) and error == pytest.approx(1 / np.sqrt(400.0))
+    # Noisy chi^2 values widen the error; the vertex error from y errors is checked by Monte Carlo.
+    y_error = np.full(4, 2.0)
+    _, wider = _parabola_minimum(x, y, 1, y_error)
+    rng = np.random.default_rng(0)
+    vertices = [_parabola_minimum(x, y + rng.normal(0, 2.0, 4), 1)[0] for _ in range(4000)]
+    assert wider ** 2 == pytest.approx(error ** 2 + np.var(vertices), rel=0.1)
+    assert _parabola_minimum(x, y, 0) == (0.0, 0.125)                       # grid end: half a step
