@@ -33,7 +33,7 @@ def _demo(args) -> int:
 def _read_observation(args):
     """The Observation named by `sfhkit infer`'s source arguments, and the FIREFLY fit to compare with."""
     from .data.firefly import find_spfly, read_spfly
-    from .data.manga import read_logcube, read_manga_spectra
+    from .data.manga import fetch_logcube, read_logcube, read_manga_spectra
     from .data.sdss import from_sdss, parse_spec_id, read_spec
 
     if args.sdss:
@@ -44,8 +44,9 @@ def _read_observation(args):
         obs = read_manga_spectra(args.manga, args.index)
     else:
         if args.redshift is None:
-            raise ValueError("--logcube needs --redshift (a LOGCUBE has none: drpall NSA_Z)")
-        obs = read_logcube(args.logcube, redshift=args.redshift, spaxel=tuple(args.spaxel) if args.spaxel else None,
+            raise ValueError("a LOGCUBE needs --redshift (it has none: drpall NSA_Z)")
+        cube = args.logcube or fetch_logcube(args.plateifu)
+        obs = read_logcube(cube, redshift=args.redshift, spaxel=tuple(args.spaxel) if args.spaxel else None,
                            radius_arcsec=None if args.spaxel else args.radius)
     firefly = None
     if args.firefly:
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--fits", metavar="PATH", help="a local SDSS spec-PLATE-MJD-FIBER.fits")
     source.add_argument("--manga", metavar="PATH", help="a MaNGA spectra table (WAVE/FLUX/IVAR/MASK/SRES/Z); see --index")
     source.add_argument("--logcube", metavar="PATH", help="a MaNGA DRP LOGCUBE; needs --redshift and --spaxel or --radius")
+    source.add_argument("--plateifu", metavar="PLATE-IFU", help="download the DR17 LOGCUBE (cached); as --logcube")
     infer.add_argument("--index", type=int, default=0, help="spectrum in a --manga table (default 0)")
     infer.add_argument("--spaxel", type=int, nargs=2, metavar=("X", "Y"), help="LOGCUBE spaxel (column, row)")
     infer.add_argument("--radius", type=float, default=1.5, help="LOGCUBE aperture radius, arcsec (default 1.5)")

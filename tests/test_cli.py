@@ -125,3 +125,17 @@ def test_infer_runs_on_a_real_spectrum(shared_data, grid, tmp_path, capsys):
     capsys.readouterr()
     assert main(["infer", "--fits", str(shared_data / "firefly" / "spFly-0266-51602-0614.fits")]) == 2
     assert "not an SDSS spec" in capsys.readouterr().err
+
+
+def test_infer_refuses_clearly(tmp_path, capsys, monkeypatch):
+    """Offline fetches and missing arguments end with a message and exit code 2, not a traceback."""
+    import astropy.utils.data
+
+    def refuse(url, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(astropy.utils.data, "download_file", refuse)
+    assert main(["infer", "--plateifu", "8485-1901", "--redshift", "0.0234"]) == 2
+    assert "Offline?" in capsys.readouterr().err
+    assert main(["infer", "--plateifu", "8485-1901"]) == 2
+    assert "--redshift" in capsys.readouterr().err
