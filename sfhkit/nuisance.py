@@ -87,8 +87,8 @@ def conditional_grid_draws(observation, histories, instrument_model, grid, *, av
 def _parabola_minimum(x, y, i, y_error=None):
     """Vertex of the parabola through points i-1, i, i+1 and its 1-sigma error: the curvature's
     Delta y = 1 half-width combined in quadrature with the vertex's uncertainty from the errors
-    `y_error` of the y values (propagated through the fit).  At the ends of the grid: the grid point
-    and half a grid step."""
+    `y_error` of the y values (propagated through the fit), at most the bracket's width.  At the
+    ends of the grid: the grid point and half a grid step."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if i == 0 or i == len(x) - 1:
         return float(x[i]), float(abs(x[1] - x[0]) / 2)
@@ -106,7 +106,7 @@ def _parabola_minimum(x, y, i, y_error=None):
             a_k, b_k, _ = np.polyfit(x[i - 1:i + 2], bumped, 2)
             gradient.append((-b_k / (2 * a_k) - vertex) / 1e-3)
         error = np.hypot(error, np.sqrt(np.sum((np.array(gradient) * np.asarray(y_error)[i - 1:i + 2]) ** 2)))
-    return float(vertex), float(error)
+    return float(vertex), float(min(error, x[i + 1] - x[i - 1]))   # never wider than the bracket
 
 
 def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = None, vdisp_start_kms: float | None = None,
@@ -148,8 +148,10 @@ def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = N
             post = sample_posterior(current, prior, model, n=round_draws, keep=round_draws, steps=round_steps,
                                     seed=seed + 1000 * (k + 1), progress=False)
             chi2.append(float(np.median(post.chi2)))
-            # Standard error of a median: sqrt(pi/2) sigma / sqrt(N) for near-normal values.
-            chi2_error.append(float(1.2533 * np.std(post.chi2) / np.sqrt(post.chi2.size)))
+            # Standard error of a median, sqrt(pi/2) sigma / sqrt(N), with sigma from the MAD: a few
+            # diverged draws have chi^2 many orders of magnitude above the rest.
+            mad_sigma = 1.4826 * np.median(np.abs(post.chi2 - np.median(post.chi2)))
+            chi2_error.append(float(1.2533 * mad_sigma / np.sqrt(post.chi2.size)))
             draws_at.append(post.samples())
         chi2 = np.array(chi2)
         best = int(np.argmin(chi2))
