@@ -81,7 +81,8 @@ def _infer(args) -> int:
     posterior, report = real_experiment(
         obs, mask_lines=not args.no_line_mask, mask_sky=not args.no_sky_mask, ranges=args.mask_range or (),
         line_spread=not args.no_lsf, velocity_dispersion_kms=args.vdisp, n=args.n, keep=args.keep, steps=args.steps,
-        likelihood=args.likelihood, cla=args.cla, fit_nuisance=args.fit_nuisance, model_error=args.model_error, seed=args.seed, device=args.device)
+        likelihood=args.likelihood, cla=args.cla, fit_nuisance=args.fit_nuisance, model_error=args.model_error,
+        mask_worst_residuals=args.mask_worst, seed=args.seed, device=args.device)
     report = {"posterior": str(posterior.save(out / "posterior.nc")), "figure": str(out / "posterior.png"),
               "av_source": obs.metadata["av_source"], **report}
     if firefly is not None:
@@ -231,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--no-sky-mask", action="store_true")
     infer.add_argument("--mask-range", type=float, nargs=2, action="append", metavar=("LO", "HI"),
                        help="mask observed-frame Angstrom LO..HI (repeatable)")
+    infer.add_argument("--mask-worst", type=int, default=0, metavar="N",
+                       help="refit without the N areas of largest negative residual (the paper used 3)")
     infer.add_argument("--zoom", nargs="*", default=list(DEFAULT_ZOOM_LINES), help="lines to zoom on (line list names)")
     infer.add_argument("--out", default=None, help="output folder (default outputs/<spectrum>)")
     _add_sampler_arguments(infer)

@@ -109,8 +109,11 @@ def test_infer_runs_on_a_real_spectrum(shared_data, grid, tmp_path, capsys):
     """`sfhkit infer` end to end on a shared SDSS file with its FIREFLY fit (tiny sampler settings)."""
     out = tmp_path / "infer"
     assert main(["infer", "--fits", str(shared_data / "sdss" / "spec-0266-51602-0614.fits"), "--firefly-dir",
-                 str(shared_data / "firefly"), "--n", "4", "--keep", "2", "--steps", "3", "--out", str(out)]) == 0
+                 str(shared_data / "firefly"), "--n", "4", "--keep", "2", "--steps", "3", "--mask-worst", "3",
+                 "--out", str(out)]) == 0
     report = json.loads((out / "summary.json").read_text())
+    worst = report["masked_worst_residual_ranges"]
+    assert len(worst) == 3 and report["masks"]["ranges"] == worst and "first_fit" in report
     assert report["av_source"].startswith("FIREFLY") and report["av"] == pytest.approx(4.05 * 0.1809, abs=1e-3)
     assert report["line_spread"]["velocity_dispersion_kms"] == pytest.approx(253.6, abs=0.1)
     assert report["masks"]["pixels_removed"]["lines"] > 50
