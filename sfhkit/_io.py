@@ -22,6 +22,16 @@ def atomic_path(path):
         tmp.unlink(missing_ok=True)
 
 
+def write_json(path, obj) -> str:
+    """`obj` as indented JSON (anything not JSON-native written with str), atomically; returns the text."""
+    import json
+
+    text = json.dumps(obj, indent=1, default=str)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return text
+
+
 def save_torch(obj, path) -> Path:
     """torch.save, atomically."""
     import torch

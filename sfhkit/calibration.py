@@ -161,12 +161,10 @@ def main(args) -> int:
     report = calibrate(args.n, n=args.draws, keep=args.keep, steps=args.steps, batch=args.batch,
                        redshift=args.redshift, av=args.av, snr=args.snr, seed=args.seed,
                        likelihood=args.likelihood, cla=args.cla, truths=args.truths, progress=not args.quiet)
-    text = json.dumps(report, indent=1)
     if args.out:
-        from ._io import atomic_path
+        from ._io import write_json
 
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(text)
+        write_json(args.out, report)
     if args.plot:
         plot_calibration(report, args.plot)
     # On screen: the report without the per-galaxy indices and the 64 per-bin values.

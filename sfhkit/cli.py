@@ -32,6 +32,8 @@ def _demo(args) -> int:
 
 def _read_observation(args):
     """The Observation named by `sfhkit infer`'s source arguments, and the FIREFLY fit to compare with."""
+    from dataclasses import replace
+
     from .data.firefly import find_spfly, read_spfly
     from .data.manga import fetch_logcube, read_logcube, read_manga_spectra
     from .data.sdss import from_sdss, parse_spec_id, read_spec
@@ -55,15 +57,13 @@ def _read_observation(args):
         path = find_spfly(obs.metadata["spec_id"], args.firefly_dir)
         firefly = read_spfly(path) if path else None
     if args.av is not None:
-        obs.av = args.av
-        obs.metadata["av_source"] = "--av"
+        av, source = args.av, "--av"
     elif firefly is not None and np.isfinite(firefly.av):
-        obs.av = firefly.av
-        obs.metadata["av_source"] = f"FIREFLY E(B-V) {firefly.ebv:.3f} x 4.05"
+        av, source = firefly.av, f"FIREFLY E(B-V) {firefly.ebv:.3f} x 4.05"
     else:
-        obs.av = 0.0
-        obs.metadata["av_source"] = "default 0 (no --av, no FIREFLY fit)"
-    return obs, firefly
+        av, source = 0.0, "default 0 (no --av, no FIREFLY fit)"
+    # replace() re-validates, so a negative --av is refused here with the Observation's message.
+    return replace(obs, av=av, metadata={**obs.metadata, "av_source": source}), firefly
 
 
 def _infer(args) -> int:
@@ -88,9 +88,15 @@ def _infer(args) -> int:
     if firefly is not None:
         report["firefly"] = {"source": firefly.source, "av": firefly.av, **firefly.summary}
     plot_posterior(posterior, report["figure"], firefly=firefly, zoom_lines=args.zoom)
-    (out / "summary.json").write_text(json.dumps(report, indent=1, default=str))
-    print(json.dumps(report, indent=1, default=str))
+    _print_json(report, out / "summary.json")
     return 0
+
+
+def _print_json(obj, path=None) -> None:
+    """Print `obj` as JSON, and also write it (atomically) to `path` when given."""
+    from ._io import write_json
+
+    print(write_json(path, obj) if path else json.dumps(obj, indent=1, default=str))
 
 
 def _lsf_check(args) -> int:
@@ -98,13 +104,7 @@ def _lsf_check(args) -> int:
 
     table = line_spread_comparison(args.files, firefly_dir=args.firefly_dir, n=args.n, keep=args.keep,
                                    steps=args.steps, seed=args.seed, device=args.device, progress=not args.quiet)
-    text = json.dumps(table, indent=1)
-    if args.out:
-        from ._io import atomic_path
-
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(text)
-    print(text)
+    _print_json(table, args.out)
     return 0
 
 
@@ -113,13 +113,7 @@ def _nuisance_check(args) -> int:
 
     table = nuisance_experiment(args.indices, n=args.n, keep=args.keep, steps=args.steps, seed=args.seed,
                                 progress=not args.quiet)
-    text = json.dumps(table, indent=1)
-    if args.out:
-        from ._io import atomic_path
-
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(text)
-    print(text)
+    _print_json(table, args.out)
     return 0
 
 

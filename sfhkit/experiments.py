@@ -53,9 +53,9 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
 
     Returns (posterior, report): report holds the run time, the median chi^2 per pixel, the
     skewness of the posterior-median residuals, the masks and the derived quantities."""
-    from scipy.stats import skew
-
     from dataclasses import replace
+
+    from scipy.stats import skew
 
     from .lines import apply_masks, largest_negative_residual_ranges
     from .nuisance import sample_with_nuisance
@@ -63,54 +63,59 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
     from .sampler import DEFAULT_STEPS, sample_posterior
     from .ssp import SSPGrid
 
-    obs = apply_masks(observation, lines=mask_lines, sky=mask_sky, ranges=ranges, rest_ranges=rest_ranges)
-    if model_error:
-        obs = obs.with_model_error(model_error)
+    def prepared(extra_ranges=(), fitted=None):
+        """The observation with its masks and model error (and a nuisance fit's A_V and sigma_v)."""
+        obs = apply_masks(observation, lines=mask_lines, sky=mask_sky, ranges=list(ranges) + list(extra_ranges),
+                          rest_ranges=rest_ranges)
+        if model_error:
+            obs = obs.with_model_error(model_error)
+        if fitted is not None:
+            obs = replace(obs, av=fitted.av, velocity_dispersion_kms=fitted.velocity_dispersion_kms,
+                          metadata=dict(obs.metadata))
+        return obs
+
+    def fit_quality(posterior):
+        median_residual = np.median(posterior.residuals()[:, posterior.observation.mask], axis=0)
+        return {"median_chi2_per_pixel": posterior.median_chi2_per_pixel(),
+                "residual_skewness": float(skew(median_residual))}
+
+    if fit_nuisance and (not line_spread or likelihood != "cla" or cla != "jacobian"):
+        raise ValueError("the nuisance mode needs the line-spread function and the default likelihood")
     grid = grid or SSPGrid.default(progress=progress)
     prior = prior or Prior.default(device)
-    nuisance = None
+
+    def sample(obs, model):
+        return sample_posterior(obs, prior, model, n=n, keep=keep, likelihood=likelihood, cla=cla,
+                                steps=steps or DEFAULT_STEPS, seed=seed, progress=progress)
+
+    obs = prepared()
+    model, extra = None, {}
     if fit_nuisance:
-        if not line_spread or likelihood != "cla" or cla != "jacobian":
-            raise ValueError("the nuisance mode needs the line-spread function and the default likelihood")
-        posterior, nuisance = sample_with_nuisance(obs, prior, grid, vdisp_start_kms=velocity_dispersion_kms, n=n,
-                                                   keep=keep, steps=steps, seed=seed, progress=progress)
-        obs = posterior.observation
-        spread = obs.line_spread()
+        posterior, extra["nuisance"] = sample_with_nuisance(obs, prior, grid, vdisp_start_kms=velocity_dispersion_kms,
+                                                            n=n, keep=keep, steps=steps, seed=seed, progress=progress)
     else:
-        spread = obs.line_spread(velocity_dispersion_kms) if line_spread else None
-        model = obs.forward_model(grid, line_spread=spread, device=device)
-        posterior = sample_posterior(obs, prior, model, n=n, keep=keep, likelihood=likelihood, cla=cla,
-                                     steps=steps or DEFAULT_STEPS, seed=seed, progress=progress)
+        model = obs.forward_model(grid, line_spread=obs.line_spread(velocity_dispersion_kms) if line_spread else None,
+                                  device=device)
+        posterior = sample(obs, model)
+    if mask_worst_residuals:
+        # The paper's refit without the areas of largest negative residual (of the posterior median),
+        # at the A_V and sigma_v of the first fit; masks do not change the model, so it is reused.
+        worst = largest_negative_residual_ranges(obs.wavelength, np.median(posterior.residuals(), axis=0),
+                                                 n=mask_worst_residuals)
+        extra.update(first_fit=fit_quality(posterior), masked_worst_residual_ranges=worst)
+        obs = prepared(worst, posterior.observation if fit_nuisance else None)
+        if model is None:
+            model = obs.forward_model(grid, line_spread=obs.line_spread(), device=device)
+        posterior = sample(obs, model)
+    obs = posterior.observation
+    spread = model.line_spread if model is not None else obs.line_spread()
     posterior.config["line_spread"] = None if spread is None else {
         "velocity_dispersion_kms": spread.velocity_dispersion_kms,
         "median_instrument_sigma_kms": float(np.median(spread.instrument_sigma_kms))}
-    median_residual = np.median(posterior.residuals()[:, obs.mask], axis=0)
     report = {"source": obs.metadata.get("source"), "redshift": obs.redshift, "av": obs.av,
-              "seconds": posterior.config["seconds"], "n_used_pixels": obs.n_used,
-              "median_chi2_per_pixel": posterior.median_chi2_per_pixel(),
-              "residual_skewness": float(skew(median_residual)),
+              "seconds": posterior.config["seconds"], "n_used_pixels": obs.n_used, **fit_quality(posterior),
               "line_spread": posterior.config["line_spread"], "masks": obs.metadata["masks"],
-              "derived": posterior.summary()}
-    if nuisance is not None:
-        report["nuisance"] = nuisance
-    if mask_worst_residuals:
-        # The paper's refit without the areas of largest negative residual (of the posterior median),
-        # at the A_V and sigma_v of the first fit.
-        worst = largest_negative_residual_ranges(obs.wavelength, np.median(posterior.residuals(), axis=0),
-                                                 n=mask_worst_residuals)
-        fitted = posterior.observation
-        source = replace(observation, av=fitted.av, velocity_dispersion_kms=fitted.velocity_dispersion_kms,
-                         metadata=dict(observation.metadata)) if fit_nuisance else observation
-        posterior, refit = real_experiment(
-            source, mask_lines=mask_lines, mask_sky=mask_sky, ranges=list(ranges) + worst, rest_ranges=rest_ranges,
-            line_spread=line_spread, velocity_dispersion_kms=None if fit_nuisance else velocity_dispersion_kms, n=n,
-            keep=keep, steps=steps, likelihood=likelihood, cla=cla, model_error=model_error, seed=seed, device=device,
-            prior=prior, grid=grid, progress=progress)
-        refit["first_fit"] = {key: report[key] for key in ("median_chi2_per_pixel", "residual_skewness")}
-        refit["masked_worst_residual_ranges"] = worst
-        if nuisance is not None:
-            refit["nuisance"] = nuisance
-        report = refit
+              "derived": posterior.summary(), **extra}
     return posterior, report
 
 

@@ -21,6 +21,14 @@ SPEED_OF_LIGHT_KMS = 299792.458
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
+def library_sigma_kms(rest_wavelength, library_fwhm_angstrom, unknown: float = np.inf) -> np.ndarray:
+    """The library's own Gaussian sigma (km/s) at rest-frame wavelengths from its FWHM in Angstrom;
+    `unknown` where the FWHM is NaN (inf: never broaden there)."""
+    rest = np.asarray(rest_wavelength, dtype=float)
+    fwhm = np.asarray(library_fwhm_angstrom, dtype=float)
+    return np.where(np.isfinite(fwhm), SPEED_OF_LIGHT_KMS * fwhm / FWHM_PER_SIGMA / rest, unknown)
+
+
 @dataclass(frozen=True)
 class LineSpread:
     """Velocity dispersion (km/s) and instrumental sigma (km/s; a scalar, or an array given at
@@ -47,9 +55,7 @@ class LineSpread:
         sig_inst = np.asarray(self.instrument_sigma_kms, dtype=float)
         if sig_inst.ndim == 1:
             sig_inst = np.interp(rest * (1 + redshift), self.instrument_wavelength, sig_inst)
-        lib_fwhm = np.asarray(library_fwhm_angstrom, dtype=float)
-        sig_lib = np.where(np.isfinite(lib_fwhm), SPEED_OF_LIGHT_KMS * lib_fwhm / FWHM_PER_SIGMA / rest, np.inf)
-        net2 = self.velocity_dispersion_kms ** 2 + sig_inst ** 2 - sig_lib ** 2
+        net2 = self.velocity_dispersion_kms ** 2 + sig_inst ** 2 - library_sigma_kms(rest, library_fwhm_angstrom) ** 2
         return np.sqrt(np.clip(net2, 0.0, None))
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .lsf import FWHM_PER_SIGMA, SPEED_OF_LIGHT_KMS, broadening_matrix
+from .lsf import broadening_matrix, library_sigma_kms
 
 DEFAULT_AV_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.1), 2))
 DEFAULT_VDISP_GRID_KMS = (80.0, 110.0, 140.0, 170.0, 200.0, 230.0, 260.0, 290.0, 320.0, 350.0)
@@ -44,7 +44,7 @@ def _resolution_deficit_kms(observation, grid) -> np.ndarray:
     rest = observation.wavelength / (1 + observation.redshift)
     library_fwhm = np.interp(rest, grid.vacuum_wavelength, grid.dataset["library_fwhm"].values,
                              left=np.nan, right=np.nan)
-    sigma_library = np.where(np.isfinite(library_fwhm), SPEED_OF_LIGHT_KMS * library_fwhm / FWHM_PER_SIGMA / rest, 0.0)
+    sigma_library = library_sigma_kms(rest, library_fwhm, unknown=0.0)
     sigma_instrument = observation.instrument_sigma_kms if observation.instrument_sigma_kms is not None else 0.0
     return np.sqrt(np.clip(sigma_library ** 2 - sigma_instrument ** 2, 0.0, None))
 
@@ -132,6 +132,14 @@ def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = N
     vdisp = float(vdisp_start_kms if vdisp_start_kms is not None else (observation.velocity_dispersion_kms or 150.0))
     instrument = LineSpread(0.0, observation.instrument_sigma_kms, observation.wavelength)
     instrument_model = observation.forward_model(grid, line_spread=instrument, device=prior.device)
+    models = {}     # sigma_v -> forward model: rounds often keep sigma_v, and a build takes seconds
+
+    def model_at(sigma_v):
+        if sigma_v not in models:
+            models[sigma_v] = observation.forward_model(grid, line_spread=observation.line_spread(sigma_v),
+                                                        device=prior.device)
+        return models[sigma_v]
+
     path, profiles = [{"av": av, "vdisp_kms": vdisp}], []
     av_error, vdisp_draws = np.nan, np.array([vdisp])
     for k in range(rounds):
@@ -141,7 +149,7 @@ def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = N
             fine = av_coarse_step / 5
             av_grid = np.clip(av + fine * np.arange(-2, 3), 0.0, av_max)
             av_grid = np.unique(av_grid)
-        model = observation.forward_model(grid, line_spread=observation.line_spread(vdisp), device=prior.device)
+        model = model_at(vdisp)
         chi2, chi2_error, draws_at = [], [], []
         for a in av_grid:
             current = replace(observation, av=float(a), metadata=dict(observation.metadata))
@@ -168,8 +176,7 @@ def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = N
             print(f"nuisance round {k + 1}/{rounds}: A_V = {av:.3f} +- {av_error:.3f}, sigma_v = {vdisp:.0f} km/s",
                   flush=True)
     final = replace(observation, av=av, velocity_dispersion_kms=vdisp, metadata=dict(observation.metadata))
-    model = final.forward_model(grid, line_spread=final.line_spread(), device=prior.device)
-    posterior = sample_posterior(final, prior, model, n=n, keep=keep, steps=steps or DEFAULT_STEPS, seed=seed,
+    posterior = sample_posterior(final, prior, model_at(vdisp), n=n, keep=keep, steps=steps or DEFAULT_STEPS, seed=seed,
                                  progress=progress)
     summary = {"av": {"estimate": av, "error": av_error},
                "vdisp_kms": {"median": vdisp, "p16": float(np.percentile(vdisp_draws, 16)),

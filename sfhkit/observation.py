@@ -17,7 +17,7 @@ sigma = mean(noiseless flux) / SNR in every pixel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -142,21 +142,12 @@ class Observation:
         (`sfhkit.data.sdss.read_spec`), a MaNGA spectra table (needs index=;
         `sfhkit.data.manga.read_manga_spectra`) or a MaNGA DRP LOGCUBE (needs redshift= and
         spaxel= or radius_arcsec=; `sfhkit.data.manga.read_logcube`).  kwargs go to the reader."""
-        from pathlib import Path
-
-        from astropy.io import fits
-
         from .data import manga, sdss
+        from .data._fits import open_fits
 
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no spectrum file at {path}")
-        try:
-            with fits.open(path) as hdul:
-                names = {hdu.name for hdu in hdul}
-                flux_ndim = hdul["FLUX"].header.get("NAXIS") if "FLUX" in names else None
-        except OSError as err:
-            raise ValueError(f"{path} is not a FITS file ({err})") from None
+        with open_fits(path, "spectrum file") as hdul:
+            names = {hdu.name for hdu in hdul}
+            flux_ndim = hdul["FLUX"].header.get("NAXIS") if "FLUX" in names else None
         if {"COADD", "SPECOBJ"} <= names:
             return sdss.read_spec(path, **kwargs)
         if {"WAVE", "FLUX", "IVAR", "SRES", "Z"} <= names and flux_ndim == 2:
@@ -209,8 +200,6 @@ class Observation:
         sigma^2 + (fraction * |flux|)^2.  The SSP models, flux calibration and sky subtraction are
         good to a few per cent, so spectra with S/N well above ~30 per pixel cannot be fitted to their
         formal noise (a MaNGA spaxel at S/N 116 gives chi^2 17 per pixel without it)."""
-        from dataclasses import replace
-
         if not np.isfinite(fraction) or fraction < 0:
             raise ValueError(f"the model-error fraction must be finite and >= 0, got {fraction!r}")
         sigma = np.where(self.mask, np.sqrt(self.sigma ** 2 + (fraction * np.abs(self.flux)) ** 2), self.sigma)
@@ -218,8 +207,6 @@ class Observation:
 
     def with_mask(self, mask) -> "Observation":
         """A copy that also leaves out the pixels where `mask` is False."""
-        from dataclasses import replace
-
         return replace(self, mask=self.mask & np.asarray(mask, dtype=bool), metadata=dict(self.metadata))
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..dust import R_V_CALZETTI
+from ._fits import open_fits, require_hdus
 
 MISSING_BELOW = -999.0  # FIREFLY writes -9999 for undefined values
 
@@ -93,16 +94,8 @@ def _value(header, key):
 
 def read_spfly(path, hdu: int = 1) -> FireflyFit:
     """One model HDU of a FIREFLY spFly file (see module docstring)."""
-    from astropy.io import fits
-
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no FIREFLY file at {path}")
-    try:
-        hdul = fits.open(path)
-    except OSError as err:
-        raise ValueError(f"{path} is not a FITS file ({err})") from None
-    with hdul:
+    with open_fits(path, "FIREFLY file") as hdul:
         if not 1 <= hdu < len(hdul):
             raise ValueError(f"{path} has model HDUs 1..{len(hdul) - 1}, not {hdu}")
         header, table = hdul[hdu].header, hdul[hdu].data
@@ -155,18 +148,11 @@ CATALOGUE_HDUS = ("GALAXY_INFO", "STELLAR_MASS_VORONOI", "STAR_FORMATION_HISTORY
 def read_firefly_catalogue(path, *, plateifu: str | None = None, mangaid: str | None = None) -> FireflyFit:
     """One galaxy of the DR17 MaNGA FIREFLY catalogue, summed over its Voronoi cells (see module
     docstring).  Reads only that galaxy's rows (memory-mapped), so the 6 GB file is fine."""
-    from astropy.io import fits
-
     if (plateifu is None) == (mangaid is None):
         raise ValueError("give exactly one of plateifu= or mangaid=")
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no FIREFLY catalogue at {path}")
-    with fits.open(path, memmap=True) as hdul:
-        names = [h.name for h in hdul]
-        missing = [name for name in CATALOGUE_HDUS if name not in names]
-        if missing:
-            raise ValueError(f"{path} is not the MaNGA FIREFLY catalogue: HDU(s) {missing} missing (it has {names})")
+    with open_fits(path, "FIREFLY catalogue", memmap=True) as hdul:
+        require_hdus(hdul, CATALOGUE_HDUS, path, "the MaNGA FIREFLY catalogue")
         info = hdul["GALAXY_INFO"].data
         column, wanted = ("PLATEIFU", plateifu) if plateifu is not None else ("MANGAID", mangaid)
         ids = np.char.strip(np.asarray(info[column]).astype(str))

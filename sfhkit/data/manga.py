@@ -24,6 +24,7 @@ import numpy as np
 
 from ..lsf import FWHM_PER_SIGMA, SPEED_OF_LIGHT_KMS
 from ..observation import Observation
+from ._fits import open_fits, require_hdus
 
 DRP3PIXMASK = {"NOCOV": 0, "LOWCOV": 1, "DEADFIBER": 2, "FORESTAR": 3, "DONOTUSE": 10}
 DEFAULT_MASKED_FLAGS = tuple(DRP3PIXMASK)
@@ -51,25 +52,6 @@ def _sigma_kms_from_resolution(wavelength, resolving_power):
     return SPEED_OF_LIGHT_KMS / (np.asarray(resolving_power, dtype=float) * FWHM_PER_SIGMA) * np.ones_like(wavelength)
 
 
-def _open(path):
-    from astropy.io import fits
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no MaNGA file at {path}")
-    try:
-        return fits.open(path, memmap=True)
-    except OSError as err:
-        raise ValueError(f"{path} is not a FITS file ({err})") from None
-
-
-def _require(hdul, needed, path, what):
-    names = [hdu.name for hdu in hdul]
-    missing = [name for name in needed if name not in names]
-    if missing:
-        raise ValueError(f"{path} is not {what}: HDU(s) {missing} missing (it has {names})")
-
-
 def _filled_resolution(sigma_kms, mask):
     """Instrument sigma defined everywhere: bad values (<= 0, NaN) take the median of the good ones
     and their pixels are masked."""
@@ -81,8 +63,8 @@ def _filled_resolution(sigma_kms, mask):
 
 def read_manga_spectra(path, index: int, *, av: float = 0.0, masked_flags=DEFAULT_MASKED_FLAGS) -> Observation:
     """Spectrum `index` of a MaNGA spectra table (WAVE, FLUX, IVAR, MASK, SRES, Z; module docstring)."""
-    with _open(path) as hdul:
-        _require(hdul, ("WAVE", "FLUX", "IVAR", "MASK", "SRES", "Z"), path, "a MaNGA spectra table")
+    with open_fits(path, "MaNGA file") as hdul:
+        require_hdus(hdul, ("WAVE", "FLUX", "IVAR", "MASK", "SRES", "Z"), path, "a MaNGA spectra table")
         flux_all = hdul["FLUX"].data
         if flux_all.ndim != 2:
             raise ValueError(f"{path}: FLUX must be (spectra, wavelength), got shape {flux_all.shape}")
@@ -122,8 +104,8 @@ def read_logcube(path, *, redshift: float, spaxel: tuple[int, int] | None = None
         raise ValueError("give exactly one of spaxel=(x, y) or radius_arcsec=")
     if redshift is None or not np.isfinite(redshift) or redshift <= 0:
         raise ValueError("a LOGCUBE has no redshift: pass redshift= (drpall NSA_Z, or the DAP's stellar z)")
-    with _open(path) as hdul:
-        _require(hdul, ("FLUX", "IVAR", "MASK", "WAVE"), path, "a MaNGA DRP LOGCUBE")
+    with open_fits(path, "MaNGA file", memmap=True) as hdul:
+        require_hdus(hdul, ("FLUX", "IVAR", "MASK", "WAVE"), path, "a MaNGA DRP LOGCUBE")
         cube = hdul["FLUX"].data
         if cube.ndim != 3:
             raise ValueError(f"{path}: FLUX must be a (wavelength, y, x) cube, got shape {cube.shape}")

@@ -14,12 +14,12 @@ one row with PLATE, MJD, FIBERID, Z, VDISP (km/s), CLASS, ...
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 
 from ..lsf import SPEED_OF_LIGHT_KMS
 from ..observation import Observation
+from ._fits import open_fits, require_hdus
 
 # One SDSS pixel: 1e-4 in log10 wavelength, i.e. c ln(10) 1e-4 = 69.0 km/s.
 PIXEL_KMS = SPEED_OF_LIGHT_KMS * np.log(10.0) * 1e-4
@@ -75,24 +75,14 @@ def read_spec(source, *, av: float = 0.0, masked_flags=DEFAULT_MASKED_FLAGS) -> 
     and the sky (per pixel)."""
     from astropy.io import fits
 
-    name = getattr(source, "filename", lambda: None)() if isinstance(source, fits.HDUList) else source
     if isinstance(source, fits.HDUList):
-        hdul = source
+        hdul, name = source, source.filename()
     else:
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"no SDSS spectrum file at {path}")
-        try:
-            hdul = fits.open(path)
-        except OSError as err:
-            raise ValueError(f"{path} is not a FITS file ({err})") from None
+        hdul, name = open_fits(source, "SDSS spectrum file"), source
     with hdul:
-        names = [hdu.name for hdu in hdul]
-        missing = [hdu for hdu in ("COADD", "SPECOBJ") if hdu not in names]
-        if missing:
-            raise ValueError(f"{name} is not an SDSS spec-PLATE-MJD-FIBER file: HDU(s) {missing} missing "
-                             f"(it has {names}); a spFly file is FIREFLY's output (sfhkit.data.firefly), a "
-                             "MaNGA cube needs sfhkit.data.manga")
+        require_hdus(hdul, ("COADD", "SPECOBJ"), name, "an SDSS spec-PLATE-MJD-FIBER file",
+                     hint="; a spFly file is FIREFLY's output (sfhkit.data.firefly), a MaNGA cube needs "
+                          "sfhkit.data.manga")
         coadd, specobj = hdul["COADD"].data, hdul["SPECOBJ"].data
         for table, needed, hdu in ((coadd, _COADD_COLUMNS, "COADD"), (specobj, _SPECOBJ_COLUMNS, "SPECOBJ")):
             lacking = [c for c in needed if c not in table.columns.names]
