@@ -32,38 +32,15 @@ def _demo(args) -> int:
 
 def _read_observation(args):
     """The Observation named by `sfhkit infer`'s source arguments, and the FIREFLY fit to compare with."""
-    from dataclasses import replace
+    from .data.galaxies import manga_galaxy, sdss_galaxy
 
-    from .data.firefly import find_spfly, read_spfly
-    from .data.manga import fetch_logcube, read_logcube, read_manga_spectra
-    from .data.sdss import from_sdss, parse_spec_id, read_spec
-
-    if args.sdss:
-        obs = from_sdss(*parse_spec_id(args.sdss))
-    elif args.fits:
-        obs = read_spec(args.fits)
-    elif args.manga:
-        obs = read_manga_spectra(args.manga, args.index)
+    if args.sdss or args.fits:
+        galaxy = sdss_galaxy(args.fits or args.sdss, firefly_dir=args.firefly_dir, firefly_path=args.firefly,
+                             av=args.av)
     else:
-        if args.redshift is None:
-            raise ValueError("a LOGCUBE needs --redshift (it has none: drpall NSA_Z)")
-        cube = args.logcube or fetch_logcube(args.plateifu)
-        obs = read_logcube(cube, redshift=args.redshift, spaxel=tuple(args.spaxel) if args.spaxel else None,
-                           radius_arcsec=None if args.spaxel else args.radius)
-    firefly = None
-    if args.firefly:
-        firefly = read_spfly(args.firefly)
-    elif args.firefly_dir and "spec_id" in obs.metadata:
-        path = find_spfly(obs.metadata["spec_id"], args.firefly_dir)
-        firefly = read_spfly(path) if path else None
-    if args.av is not None:
-        av, source = args.av, "--av"
-    elif firefly is not None and np.isfinite(firefly.av):
-        av, source = firefly.av, f"FIREFLY E(B-V) {firefly.ebv:.3f} x 4.05"
-    else:
-        av, source = 0.0, "default 0 (no --av, no FIREFLY fit)"
-    # replace() re-validates, so a negative --av is refused here with the Observation's message.
-    return replace(obs, av=av, metadata={**obs.metadata, "av_source": source}), firefly
+        galaxy = manga_galaxy(table=args.manga, index=args.index, logcube=args.logcube, plateifu=args.plateifu,
+                              redshift=args.redshift, spaxel=args.spaxel, radius_arcsec=args.radius, av=args.av)
+    return galaxy.observation, galaxy.firefly
 
 
 def _infer(args) -> int:
@@ -141,7 +118,7 @@ def _prior_train(args) -> int:
     data = load_histories("train", progress=not args.quiet) if args.data == "synthetic" else read_histories(args.data)
     hyper = json.loads(args.hyperparameters) if args.hyperparameters else {}
     config = TrainingConfig(architecture=args.arch, hyperparameters=hyper, transform=args.transform,
-                            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                            sfr_scale=args.sfr_scale, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                             seed=args.seed, checkpoint_every=args.checkpoint_every, lr_schedule=args.lr_schedule,
                             init_from=args.init)
     prior = train_prior(data.histories.values, args.out, config, device=args.device, progress=not args.quiet,
@@ -307,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--arch", default="mlp", choices=["mlp", "ncsnpp"])
     train.add_argument("--hyperparameters", default=None, help="JSON overrides of the architecture's settings")
     train.add_argument("--transform", default="asinh", choices=["asinh", "zscore"])
+    train.add_argument("--sfr-scale", type=float, default=0.1,
+                       help="Msun/yr: the asinh transform is log-like above it, linear below (default 0.1)")
     train.add_argument("--epochs", type=int, default=200)
     train.add_argument("--batch-size", type=int, default=256)
     train.add_argument("--lr", type=float, default=1e-3)

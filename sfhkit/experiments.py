@@ -13,23 +13,16 @@ def mock_experiment(index: int = 2122, *, redshift: float = 0.05, av: float = 0.
 
     Returns (posterior, report): report holds the run time, the median chi^2 per pixel of the kept
     draws and every derived quantity's posterior mean and std beside its true value."""
-    from .data import load_histories
-    from .forward import ForwardModel
-    from .observation import mock_observation, sdss_wavelength
+    from .data.galaxies import mock_galaxy
     from .posterior import true_quantities
     from .prior import Prior
     from .sampler import DEFAULT_STEPS, sample_posterior
-    from .ssp import SSPGrid
 
-    test = load_histories("test")
-    if not 0 <= index < test.sizes["galaxy"]:
-        raise ValueError(f"index must be in [0, {test.sizes['galaxy']}), got {index}")
-    truth = test.histories.values[index]
-    model = ForwardModel(SSPGrid.default(progress=progress), sdss_wavelength(), redshift=redshift, av=av, device=device)
-    obs = mock_observation(truth, model, snr=snr, seed=seed,
-                           metadata={"test_index": index, "galaxy_id": int(test.galaxy_id.values[index])})
-    posterior = sample_posterior(obs, Prior.default(device), model, n=n, keep=keep, likelihood=likelihood, cla=cla,
-                                 steps=steps or DEFAULT_STEPS, seed=seed, progress=progress)
+    galaxy = mock_galaxy(index, redshift=redshift, av=av, snr=snr, seed=seed, device=device, progress=progress)
+    truth, model = galaxy.true_history, galaxy.forward_model
+    posterior = sample_posterior(galaxy.observation, Prior.default(device), model, n=n, keep=keep,
+                                 likelihood=likelihood, cla=cla, steps=steps or DEFAULT_STEPS, seed=seed,
+                                 progress=progress)
     true_values = true_quantities(truth, model)
     report = {"seconds": posterior.config["seconds"], "median_chi2_per_pixel": posterior.median_chi2_per_pixel(),
               "derived": {name: {**value, "truth": float(true_values[name])}

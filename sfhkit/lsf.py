@@ -59,6 +59,19 @@ class LineSpread:
         return np.sqrt(np.clip(net2, 0.0, None))
 
 
+def resolution_deficit_kms(observed_wavelength, redshift: float, instrument_sigma_kms, grid) -> np.ndarray:
+    """d (km/s) per observed wavelength: the library resolution that a model built with the
+    instrument's line spread alone (sigma_v = 0) could not subtract, max(sigma_lib^2 - sigma_inst^2,
+    0)^(1/2).  A further Gaussian of sqrt(sigma_v^2 - d^2) on such a model gives sigma_v exactly
+    (convolutions add in quadrature)."""
+    rest = np.asarray(observed_wavelength, dtype=float) / (1 + redshift)
+    library_fwhm = np.interp(rest, grid.vacuum_wavelength, grid.dataset["library_fwhm"].values,
+                             left=np.nan, right=np.nan)
+    sigma_library = library_sigma_kms(rest, library_fwhm, unknown=0.0)
+    sigma_instrument = 0.0 if instrument_sigma_kms is None else np.asarray(instrument_sigma_kms, dtype=float)
+    return np.sqrt(np.clip(sigma_library ** 2 - sigma_instrument ** 2, 0.0, None))
+
+
 def broadening_matrix(wavelength, sigma_kms, n_sigma: float = 5.0) -> sp.csr_matrix:
     """Sparse (n, n) operator that convolves a flux density on the (possibly non-uniform) grid
     `wavelength` with a Gaussian of velocity sigma `sigma_kms` (per output pixel).  Rows are

@@ -33,20 +33,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .lsf import broadening_matrix, library_sigma_kms
+from .lsf import broadening_matrix, resolution_deficit_kms
 
 DEFAULT_AV_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.1), 2))
 DEFAULT_VDISP_GRID_KMS = (80.0, 110.0, 140.0, 170.0, 200.0, 230.0, 260.0, 290.0, 320.0, 350.0)
-
-
-def _resolution_deficit_kms(observation, grid) -> np.ndarray:
-    """d per observed pixel (km/s): library resolution the instrument-only model left unsubtracted."""
-    rest = observation.wavelength / (1 + observation.redshift)
-    library_fwhm = np.interp(rest, grid.vacuum_wavelength, grid.dataset["library_fwhm"].values,
-                             left=np.nan, right=np.nan)
-    sigma_library = library_sigma_kms(rest, library_fwhm, unknown=0.0)
-    sigma_instrument = observation.instrument_sigma_kms if observation.instrument_sigma_kms is not None else 0.0
-    return np.sqrt(np.clip(sigma_library ** 2 - sigma_instrument ** 2, 0.0, None))
 
 
 def conditional_grid_draws(observation, histories, instrument_model, grid, *, av_grid=DEFAULT_AV_GRID,
@@ -58,7 +48,8 @@ def conditional_grid_draws(observation, histories, instrument_model, grid, *, av
     Returns av (n,), vdisp_kms (n,), and log_likelihood (n, n_av, n_vdisp)."""
     av_grid = np.asarray(av_grid, dtype=float)
     vdisp_grid = np.asarray(vdisp_grid_kms, dtype=float)
-    deficit = _resolution_deficit_kms(observation, grid)
+    deficit = resolution_deficit_kms(observation.wavelength, observation.redshift,
+                                     observation.instrument_sigma_kms, grid)
     if (vdisp_grid[:, None] < deficit[None, :]).any():
         raise ValueError(f"velocity dispersions below {deficit.max():.0f} km/s cannot be reached on this spectrum "
                          "(the library's resolution is coarser there); raise the grid's lower end")

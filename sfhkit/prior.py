@@ -8,8 +8,8 @@ Msun/yr, log10 Z/Zsun) and exposes the normalised space the diffusion runs in fo
 The normalisation lives with the network and travels in its checkpoint (`HistoryTransform`):
 
 * "zscore" (the paper): each channel and time bin z-scored with the training set's mean and std;
-* "asinh" (default, ours): SFR -> asinh(SFR / 0.1 Msun/yr) (log-like above 0.1 Msun/yr, linear
-  through zero, so empty bins are fine) and log Z clipped to the SSP grid's range [-2.5, 0.5]
+* "asinh" (default, ours): SFR -> asinh(SFR / s) with s = `sfr_scale` Msun/yr, 0.1 unless set
+  (log-like above s, linear through zero, so empty bins are fine) and log Z clipped to the SSP grid's range [-2.5, 0.5]
   (the 1e-11 of empty bins carries no light), then z-scored per channel and bin.
 
 Checkpoints are single files read with torch.load(weights_only=True): tensors, numbers and
@@ -52,28 +52,36 @@ class HistoryTransform(nn.Module):
 
     KINDS = ("asinh", "zscore")
 
-    def __init__(self, kind: str = "asinh", mean=None, std=None):
+    def __init__(self, kind: str = "asinh", mean=None, std=None, sfr_scale: float = ASINH_SFR_SCALE):
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"transform kind must be one of {self.KINDS}, got {kind!r}")
+        if not (math.isfinite(sfr_scale) and sfr_scale > 0):
+            raise ValueError(f"sfr_scale must be a positive SFR in Msun/yr, got {sfr_scale}")
         self.kind = kind
+        self.sfr_scale = float(sfr_scale)
         self.register_buffer("mean", torch.zeros(N_CHANNELS, N_BINS) if mean is None else torch.as_tensor(mean).float())
         self.register_buffer("std", torch.ones(N_CHANNELS, N_BINS) if std is None else torch.as_tensor(std).float())
 
     def _forward_map(self, h: torch.Tensor) -> torch.Tensor:
         if self.kind == "zscore":
             return h
-        sfr = torch.asinh(h[..., 0, :] / ASINH_SFR_SCALE)
+        sfr = torch.asinh(h[..., 0, :] / self.sfr_scale)
         logz = h[..., 1, :].clamp(*LOGZ_RANGE)
         return torch.stack([sfr, logz], dim=-2)
 
     @classmethod
-    def fit(cls, histories, kind: str = "asinh") -> "HistoryTransform":
+    def fit(cls, histories, kind: str = "asinh", sfr_scale: float = ASINH_SFR_SCALE) -> "HistoryTransform":
         """Statistics of the mapped training histories (per channel and bin)."""
-        t = cls(kind)
+        t = cls(kind, sfr_scale=sfr_scale)
         mapped = t._forward_map(torch.as_tensor(np.asarray(histories), dtype=torch.float64))
         std = mapped.std(dim=0)
-        return cls(kind, mapped.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std)))
+        return cls(kind, mapped.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std)), sfr_scale)
+
+    @classmethod
+    def from_state(cls, state: dict) -> "HistoryTransform":
+        """Inverse of `state()`; checkpoints written before sfr_scale existed used 0.1 Msun/yr."""
+        return cls(state["kind"], state["mean"], state["std"], float(state.get("sfr_scale", ASINH_SFR_SCALE)))
 
     def normalise(self, histories: torch.Tensor) -> torch.Tensor:
         h = torch.as_tensor(histories, dtype=self.mean.dtype, device=self.mean.device)
@@ -86,13 +94,14 @@ class HistoryTransform(nn.Module):
         y = x * self.std + self.mean
         sfr, logz = y[..., 0, :], y[..., 1, :]
         if self.kind == "asinh":
-            limit = math.asinh(MAX_SFR / ASINH_SFR_SCALE)
-            sfr = torch.sinh(sfr.clamp(-limit, limit)) * ASINH_SFR_SCALE
+            limit = math.asinh(MAX_SFR / self.sfr_scale)
+            sfr = torch.sinh(sfr.clamp(-limit, limit)) * self.sfr_scale
             logz = logz.clamp(*LOGZ_RANGE)
         return torch.stack([sfr.clamp(min=0.0) if clip_sfr else sfr, logz], dim=-2)
 
     def state(self) -> dict:
-        return {"kind": self.kind, "mean": self.mean.detach().cpu(), "std": self.std.detach().cpu()}
+        return {"kind": self.kind, "mean": self.mean.detach().cpu(), "std": self.std.detach().cpu(),
+                "sfr_scale": self.sfr_scale}
 
 
 class _FlatMLP(nn.Module):
@@ -231,7 +240,7 @@ class Prior:
             raise ValueError(f"{source} has checkpoint format {ckpt.get('format_version')}; this sfhkit "
                              f"({__version__}) reads format {CHECKPOINT_VERSION}")
         try:
-            transform = HistoryTransform(ckpt["transform"]["kind"], ckpt["transform"]["mean"], ckpt["transform"]["std"])
+            transform = HistoryTransform.from_state(ckpt["transform"])
             prior = cls(ckpt["architecture"], json.loads(ckpt["hyperparameters"]), transform,
                         ckpt["sigma_min"], ckpt["sigma_max"], device)
             prior.network.load_state_dict(ckpt["state_dict"], strict=True)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ._io import load_torch, save_torch
-from .prior import HistoryTransform, Prior
+from .prior import ASINH_SFR_SCALE, HistoryTransform, Prior
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class TrainingConfig:
     architecture: str = "mlp"
     hyperparameters: dict = field(default_factory=dict)
     transform: str = "asinh"
+    sfr_scale: float = ASINH_SFR_SCALE   # Msun/yr, for the "asinh" transform
     epochs: int = 200
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -87,11 +88,11 @@ def train_prior(train_histories, out_dir, config: TrainingConfig = TrainingConfi
         raise ValueError(f"{config.init_from} is a {start.architecture}/{start.transform.kind} prior, "
                          f"not {config.architecture}/{config.transform}")
     if state is not None:
-        transform = HistoryTransform(state["transform"]["kind"], state["transform"]["mean"], state["transform"]["std"])
+        transform = HistoryTransform.from_state(state["transform"])
     elif start is not None:
         transform = start.transform
     else:
-        transform = HistoryTransform.fit(histories, config.transform)
+        transform = HistoryTransform.fit(histories, config.transform, config.sfr_scale)
     parent_info = start.training_info if start is not None else None
 
     torch.manual_seed(config.seed)  # the initial weights (and score_models' random Fourier features)

@@ -1,5 +1,22 @@
-"""sfhkit.widgets: ipywidgets + bokeh panels built only on sfhkit's public API.
+"""sfhkit.widgets: ipywidgets + bokeh panels for notebooks and the Voila app.
 
-The panels arrive with issue 7 (the explorer).  This package exists now so the layout and the
-`sfhkit.widgets` import name are fixed from the start; the core (sfhkit/) never imports it.
+    >>> from sfhkit.widgets import Explorer, setup_notebook
+    >>> setup_notebook()          # BokehJS from the installed package, so it works offline
+    >>> Explorer()                # pick a galaxy, move A_V, sample, explore, save
+
+Every panel works alone on its own `ExplorerState` or composed on a shared one.  The panels use
+only sfhkit's public API; the core (sfhkit/) never imports this package.
 """
+
+from ._common import setup_notebook
+from .explorer import Explorer
+from .model import ModelPanel
+from .picker import GalaxyPicker
+from .posterior import PosteriorPanel
+from .sampler import SamplerPanel
+from .save import SavePanel
+from .state import ExplorerState
+from .zoom import ZoomPanel
+
+__all__ = ["Explorer", "ExplorerState", "GalaxyPicker", "ModelPanel", "PosteriorPanel", "SamplerPanel", "SavePanel",
+           "ZoomPanel", "setup_notebook"]

@@ -1,0 +1,168 @@
+"""Headless widget tests: the panels driven from Python (values set, buttons clicked), with
+assertions on the shared state and on the bokeh data sources the browser would draw."""
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("jupyter_bokeh")
+
+from sfhkit import Prior  # noqa: E402
+from sfhkit.widgets import Explorer, ExplorerState, ModelPanel, SavePanel  # noqa: E402
+from sfhkit.widgets.model import parse_ranges  # noqa: E402
+
+SMALL_SAMPLER = dict(n=8, keep=6, steps=20)
+
+
+@pytest.fixture(scope="module")
+def explorer(grid):
+    """An Explorer with the test-set galaxy 2122 loaded (the paper's mock)."""
+    ex = Explorer(ExplorerState(grid=grid, prior=Prior.default()), sampler_options=SMALL_SAMPLER)
+    ex.picker.index.value = 2122
+    ex.picker.load(wait=True)
+    assert ex.state.galaxy is not None, ex.picker.message.value
+    return ex
+
+
+def test_loading_a_test_galaxy_fills_the_controls_and_figures(explorer):
+    s = explorer.state
+    assert s.galaxy.true_history.shape == (2, 64)
+    assert explorer.model.av.value == pytest.approx(0.2) and explorer.model.redshift.value == pytest.approx(0.05)
+    assert len(explorer.picker.true_source.data["x"]) == 128                       # true SFH shown
+    assert len(explorer.model.model.data["y"]) == s.galaxy.observation.wavelength.size
+    # the truth's model at the mock's own settings is the noiseless mock spectrum (within the preview's accuracy)
+    noiseless = s.galaxy.observation.metadata["noiseless_flux"]
+    model = np.asarray(explorer.model.model.data["y"])
+    assert np.median(np.abs(model / noiseless - 1)) < 3e-3
+
+
+def test_sliders_change_the_model_spectrum(explorer):
+    before = np.asarray(explorer.model.model.data["y"]).copy()
+    explorer.model.av.value = 0.8
+    redder = np.asarray(explorer.model.model.data["y"])
+    blue, red = slice(0, 300), slice(-300, None)
+    # more dust dims the blue end more than the red end
+    assert redder[blue].mean() / before[blue].mean() < redder[red].mean() / before[red].mean() < 1
+    assert np.isfinite(explorer.model.last_update_ms)
+    explorer.model.vdisp.value = 250.0
+    explorer.model.redshift.value = 0.055
+    assert explorer.state.redshift == pytest.approx(0.055)
+    assert not np.allclose(explorer.model.model.data["y"], redder)
+    explorer.model.redshift.value, explorer.model.vdisp.value, explorer.model.av.value = 0.05, 0.0, 0.2
+
+
+def test_masks_typed_dragged_preset_and_removed(explorer):
+    model, s = explorer.model, explorer.state
+    model.typed.value = "5570-5590, 6860-6920"
+    model.add_typed()
+    assert s.mask_ranges == [(5570.0, 5590.0), (6860.0, 6920.0)]
+    used = s.fit_observation().n_used
+    # a box-select drag arrives as selected indices on the observed spectrum
+    model.observed.selected.indices = list(range(1000, 1040))
+    assert len(s.mask_ranges) == 3 and s.fit_observation().n_used == used - 40
+    before = s.fit_observation().n_used
+    model.mask_worst()
+    assert len(s.mask_ranges) == 6 and s.fit_observation().n_used < before
+    shaded = sum(r - l for l, r in zip(model.masks.data["left"], model.masks.data["right"]))
+    assert shaded > 20 + 60 + 40                                                    # shaded on the figure
+    model.ranges.value = tuple(model.ranges.options[0][1] for _ in range(1))
+    model.remove_selected()
+    assert len(s.mask_ranges) == 5
+    s.mask_ranges = []
+    assert s.fit_observation().n_used == s.galaxy.observation.n_used
+
+
+def test_typed_ranges_are_checked():
+    assert parse_ranges("4000-4100; 5000 - 5100") == [(4000.0, 4100.0), (5000.0, 5100.0)]
+    with pytest.raises(ValueError, match="not a range"):
+        parse_ranges("4000")
+    with pytest.raises(ValueError, match="different finite"):
+        ExplorerState().add_mask_range(5000, 5000)
+
+
+def test_sampling_fills_the_posterior_and_zoom_panels(explorer, tmp_path):
+    s = explorer.state
+    explorer.sampler.start(wait=True)
+    assert explorer.sampler.error is None, explorer.sampler.message.value
+    assert s.posterior is not None and int(s.posterior.kept.sum()) == SMALL_SAMPLER["keep"]
+    bands = explorer.posterior.bands["sfh"].data
+    assert len(bands["x"]) == 128 and np.all(np.asarray(bands["lo95"]) <= np.asarray(bands["hi95"]))
+    assert len(explorer.posterior.draws["sfh"].data["xs"]) == SMALL_SAMPLER["keep"]
+    assert len(explorer.posterior.truth["mh"].data["x"]) == 128
+    mass = explorer.posterior.mass.data
+    assert np.all(np.diff(mass["mean"]) >= 0)                                        # cumulative
+    assert explorer.posterior.time_marks[0].visible
+    # picking a draw (a tap on its line) makes it the model's history
+    explorer.posterior.draws["sfh"].selected.indices = [2]
+    assert s.selected_draw == 2 and s.history_kind == "draw"
+    np.testing.assert_allclose(explorer.posterior.selected["sfh"].data["y"][::2], s.posterior.samples()[2, 0])
+    # the zoom panel follows the line choice
+    explorer.zoom.line.value = "H alpha"
+    x = np.asarray(explorer.zoom.observed.data["x"])
+    assert x.min() < 6564.61 * 1.05 < x.max()
+    assert "H alpha" in explorer.zoom.markers.data["name"]
+    assert len(explorer.zoom.density.data["top"]) == 48
+    # save
+    saver = SavePanel(s, folder=str(tmp_path))
+    saver.save(wait=True)
+    assert sorted(p.name for p in saver.saved) == ["posterior.nc", "posterior.png", "posterior.svg"], saver.message.value
+    assert all(p.stat().st_size > 1000 for p in saver.saved)
+
+
+def test_sampler_errors_and_cancel_are_shown_in_the_panel(explorer):
+    sampler = explorer.sampler
+    sampler.keep.value, sampler.n.value = 10, 5
+    sampler.start(wait=True)
+    assert "keep" in sampler.message.value and "Error" in sampler.message.value
+    sampler.n.value, sampler.keep.value = SMALL_SAMPLER["n"], SMALL_SAMPLER["keep"]
+    previous = explorer.state.posterior
+    sampler.steps.value = 100000                               # far longer than the test waits
+    sampler.start()
+    deadline = time.monotonic() + 120
+    while sampler.progress.value == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sampler.task.running and sampler.progress.value > 0 and "left" in sampler.eta.value
+    # the other controls stay live while the sampler works in its thread
+    before = np.asarray(explorer.model.model.data["y"]).copy()
+    explorer.model.av.value = 1.0
+    assert not np.allclose(explorer.model.model.data["y"], before)
+    sampler.cancel()
+    sampler.task.join(120)
+    assert not sampler.task.running and "cancelled" in sampler.message.value
+    assert explorer.state.posterior is previous and not sampler.start_button.disabled
+    sampler.steps.value, explorer.model.av.value = SMALL_SAMPLER["steps"], 0.2
+
+
+def test_panels_without_a_galaxy_say_so():
+    state = ExplorerState()
+    panel = ModelPanel(state)
+    panel._guard(panel.mask_worst)
+    assert "load a galaxy" in panel.message.value
+    saver = SavePanel(state)
+    saver.save()
+    assert "nothing to save" in saver.message.value
+
+
+def test_picker_shows_errors_for_a_missing_file(tmp_path):
+    ex = Explorer(ExplorerState())
+    ex.picker.source.value = "SDSS spectrum"
+    ex.picker.sdss.value = str(tmp_path / "spec-0266-51602-0614.fits")
+    ex.picker.load(wait=True)
+    assert "Error" in ex.picker.message.value and ex.state.galaxy is None
+
+
+def test_sdss_galaxy_prefills_redshift_av_and_dispersion(shared_data, grid):
+    ex = Explorer(ExplorerState(grid=grid))
+    ex.picker.source.value = "SDSS spectrum"
+    ex.picker.sdss.value = str(shared_data / "sdss" / "spec-0266-51602-0614.fits")
+    ex.picker.firefly_dir.value = str(shared_data / "firefly")
+    ex.picker.load(wait=True)
+    obs = ex.state.galaxy.observation
+    assert ex.state.galaxy.firefly is not None
+    assert ex.model.redshift.value == pytest.approx(obs.redshift, abs=1e-4)
+    assert ex.model.av.value == pytest.approx(ex.state.galaxy.firefly.av, abs=0.01)
+    assert ex.model.vdisp.value == pytest.approx(obs.velocity_dispersion_kms, abs=5)
+    assert ex.state.mask_lines and ex.state.mask_sky
+    assert ex.state.fit_observation().n_used < obs.n_used

@@ -1,0 +1,103 @@
+"""What the panels share: the galaxy, the model settings, the masks, the posterior, the chosen draw.
+
+`ExplorerState` is a traitlets object (the machinery ipywidgets use): a panel changes a trait and
+every panel observing it redraws.  Panels never talk to each other directly, so each one works
+alone on its own state or composed in the `Explorer` on a shared one.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import replace
+
+import numpy as np
+import traitlets
+
+from sfhkit.lines import apply_masks
+
+
+class ExplorerState(traitlets.HasTraits):
+    galaxy = traitlets.Any(None, allow_none=True)          # sfhkit.data.galaxies.Galaxy
+    preview = traitlets.Any(None, allow_none=True)         # sfhkit.preview.SpectrumPreview of the galaxy
+    posterior = traitlets.Any(None, allow_none=True)       # sfhkit.Posterior
+    av = traitlets.Float(0.0)                              # Calzetti A_V, mag
+    redshift = traitlets.Float(0.0)
+    velocity_dispersion_kms = traitlets.Float(0.0)         # stellar sigma_v, km/s (0 = library resolution)
+    mask_lines = traitlets.Bool(False)                     # emission lines and the three strongest Balmer lines
+    mask_sky = traitlets.Bool(False)                       # night-sky lines (observed frame)
+    mask_ranges = traitlets.List()                         # [(lo, hi)] observed-frame Angstrom
+    history_kind = traitlets.Unicode("truth")              # what the model panel shows: truth | median | draw
+    selected_draw = traitlets.Int(-1)                      # index into the posterior's kept draws, -1 = none
+    status = traitlets.Unicode("")                         # one line for the user
+
+    def __init__(self, grid=None, prior=None, **kwargs):
+        super().__init__(**kwargs)
+        self._grid, self._prior = grid, prior
+        self._lock = threading.Lock()
+
+    def ssp_grid(self):
+        """The SSP grid all panels share (read once, about 15 s; thread-safe)."""
+        from sfhkit import SSPGrid
+
+        with self._lock:
+            if self._grid is None:
+                self._grid = SSPGrid.default(progress=False)
+            return self._grid
+
+    def prior(self, device="cpu"):
+        """The prior all panels share (the embedded default unless one was given), on `device`."""
+        from sfhkit import Prior
+
+        with self._lock:
+            if self._prior is None:
+                self._prior = Prior.default(device)
+            elif str(self._prior.device) != str(device):
+                self._prior.to(device)
+            return self._prior
+
+    def set_galaxy(self, galaxy, preview) -> None:
+        """A newly loaded galaxy: its settings become the controls' values, the old posterior goes."""
+        obs = galaxy.observation
+        with self.hold_trait_notifications():
+            self.posterior = None
+            self.selected_draw = -1
+            self.mask_ranges = []
+            self.mask_lines = obs.metadata.get("kind") != "mock"
+            self.mask_sky = obs.metadata.get("kind") not in ("mock", "manga")
+            self.av = float(obs.av)
+            self.redshift = float(obs.redshift)
+            self.velocity_dispersion_kms = float(obs.velocity_dispersion_kms or 0.0)
+            self.history_kind = "truth" if galaxy.true_history is not None else "median"
+            self.preview = preview
+            self.galaxy = galaxy
+
+    def fit_observation(self):
+        """The observation as the controls set it: A_V, redshift, sigma_v and masks applied."""
+        if self.galaxy is None:
+            raise ValueError("no galaxy loaded yet")
+        obs = self.galaxy.observation
+        vdisp = self.velocity_dispersion_kms if self.velocity_dispersion_kms > 0 else obs.velocity_dispersion_kms
+        obs = replace(obs, av=self.av, redshift=self.redshift, velocity_dispersion_kms=vdisp,
+                      metadata=dict(obs.metadata))
+        if self.mask_lines or self.mask_sky or self.mask_ranges:
+            obs = apply_masks(obs, lines=self.mask_lines, sky=self.mask_sky, ranges=list(self.mask_ranges))
+        return obs
+
+    def current_history(self):
+        """The (2, 64) history the model panel shows, or None when there is none of that kind."""
+        if self.history_kind == "truth" and self.galaxy is not None:
+            return self.galaxy.true_history
+        if self.posterior is None:
+            return None
+        kept = self.posterior.samples()
+        if self.history_kind == "draw" and 0 <= self.selected_draw < len(kept):
+            return kept[self.selected_draw]
+        return np.median(kept, axis=0)
+
+    def add_mask_range(self, lo: float, hi: float) -> None:
+        lo, hi = sorted((float(lo), float(hi)))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+            raise ValueError(f"a mask range needs two different finite wavelengths, got {lo}, {hi}")
+        # rounded outwards to 0.01 A, so the pixels at both ends stay inside
+        self.mask_ranges = [*self.mask_ranges, (math.floor(lo * 100) / 100, math.ceil(hi * 100) / 100)]
