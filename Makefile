@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench bench-prior bench-posterior calibrate clean
+.PHONY: setup demo test app bench bench-prior bench-posterior calibrate clean
 
 setup: $(VENV)/.installed
 
@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,synthetic]'
+	$(PY) -m pip install --quiet -e '.[app,test,synthetic]'
 	touch $@
 
 demo: setup
@@ -21,6 +21,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+app: setup
+	$(VENV)/bin/sfhkit app
 
 bench: setup
 	$(VENV)/bin/sfhkit bench forward

@@ -69,6 +69,34 @@ def _infer(args) -> int:
     return 0
 
 
+def _app(args) -> int:
+    """Serve the explorer notebook with Voila on ip:port (127.0.0.1 unless told otherwise)."""
+    import os
+    import subprocess
+
+    if args.notebook:
+        notebook = Path(args.notebook)
+    else:
+        from importlib.resources import files
+
+        notebook = Path(str(files("sfhkit.widgets") / "app.ipynb"))
+    if not notebook.is_file():
+        raise FileNotFoundError(f"no notebook at {notebook}")
+    from importlib.util import find_spec
+
+    if find_spec("voila") is None or find_spec("jupyter_bokeh") is None:
+        raise RuntimeError("the app needs Voila and the widget stack: pip install 'sfhkit[app]'")
+    out = Path(args.out).resolve()
+    env = {**os.environ, "SFHKIT_OUTPUT_DIR": str(out)}
+    command = [sys.executable, "-m", "voila", str(notebook), f"--port={args.port}", f"--Voila.ip={args.ip}",
+               "--no-browser", "--show_tracebacks=True"]
+    print(f"sfhkit explorer: http://{args.ip}:{args.port}/  (saves go to {out}; Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
 def _print_json(obj, path=None) -> None:
     """Print `obj` as JSON, and also write it (atomically) to `path` when given."""
     from ._io import write_json
@@ -331,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .calibration import main as calibrate_main
 
     cal.set_defaults(func=calibrate_main)
+
+    app = sub.add_parser("app", help="the explorer as a Voila web app on this machine (prints its URL)")
+    app.add_argument("--port", type=int, default=8866)
+    app.add_argument("--ip", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    app.add_argument("--notebook", default=None, help="notebook to serve (default: the packaged app.ipynb)")
+    app.add_argument("--out", default="outputs/explorer", help="folder the Save panel writes to")
+    app.set_defaults(func=_app)
 
     bench = sub.add_parser("bench", help="benchmarks (print JSON)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)

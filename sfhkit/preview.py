@@ -13,7 +13,9 @@ each request:
 * redshift z near z0: the spectrum is stretched and dimmed, f(lambda) = f0(lambda (1+z0)/(1+z))
   d_L(z0)^2 (1+z0) / (d_L(z)^2 (1+z)).  This is exact for the light's path but keeps the stellar
   ages of z0: the age of the universe changes by about 130 Myr per 0.01 in z at z ~ 0.05, under one
-  of the 215 Myr history bins.  Sampling always rebuilds the exact model at the chosen redshift.
+  of the 215 Myr history bins.  The spectral shape agrees with a rebuilt model to 0.3 % (median; 2 % at most); the level
+  misses the fading of the frozen ages (an old population: about 1.5 % per 0.015 in z; tested).
+  Sampling always rebuilds the exact model at the chosen redshift.
 
 Linear interpolation onto the observed pixels is used for the stretch (the grid has the
 observation's pixel size, so this is a sub-pixel shift, not a resampling to coarser pixels).

@@ -166,3 +166,20 @@ def test_sdss_galaxy_prefills_redshift_av_and_dispersion(shared_data, grid):
     assert ex.model.vdisp.value == pytest.approx(obs.velocity_dispersion_kms, abs=5)
     assert ex.state.mask_lines and ex.state.mask_sky
     assert ex.state.fit_observation().n_used < obs.n_used
+
+
+def test_sandbox_burst_and_metallicity_move_the_indices(grid):
+    from sfhkit.widgets import SandboxPanel
+
+    box = SandboxPanel(grid)
+    box.burst_fraction.value = 0.0
+    old = box.refresh()
+    box.burst_time.value = box.burst_time.max          # a young burst ...
+    box.burst_fraction.value = 0.5
+    young = box.refresh()
+    assert young["H delta_A"] > old["H delta_A"] + 1 and young["Dn4000"] < old["Dn4000"]   # ... strong Balmer, weak break
+    box.burst_fraction.value = 0.0
+    box.logz.value = -1.5
+    poor = box.refresh()
+    assert poor["Mg b"] < old["Mg b"] and poor["Fe 5270"] < old["Fe 5270"]                # metal lines weaken
+    assert len(box.spectrum_source.data["y"]) == 3800

@@ -14,9 +14,10 @@ from .model import ModelPanel
 from .picker import GalaxyPicker
 from .posterior import PosteriorPanel
 from .sampler import SamplerPanel
+from .sandbox import SandboxPanel
 from .save import SavePanel
 from .state import ExplorerState
 from .zoom import ZoomPanel
 
-__all__ = ["Explorer", "ExplorerState", "GalaxyPicker", "ModelPanel", "PosteriorPanel", "SamplerPanel", "SavePanel",
+__all__ = ["Explorer", "ExplorerState", "GalaxyPicker", "ModelPanel", "PosteriorPanel", "SamplerPanel", "SandboxPanel", "SavePanel",
            "ZoomPanel", "setup_notebook"]

@@ -19,7 +19,7 @@ class Explorer(w.VBox):
     sampler panel (e.g. small settings for a demo)."""
 
     def __init__(self, state: ExplorerState | None = None, *, picker_options: dict | None = None,
-                 sampler_options: dict | None = None, save_folder: str = "outputs/explorer"):
+                 sampler_options: dict | None = None, save_folder: str | None = None):
         self.state = state if state is not None else ExplorerState()
         self.picker = GalaxyPicker(self.state, **(picker_options or {}))
         self.model = ModelPanel(self.state)

@@ -3,6 +3,7 @@ figures (`sfhkit.plots.plot_posterior`) as PNG and SVG."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import ipywidgets as w
@@ -14,7 +15,8 @@ from .state import ExplorerState
 
 
 class SavePanel(w.VBox):
-    def __init__(self, state: ExplorerState | None = None, *, folder: str = "outputs/explorer"):
+    def __init__(self, state: ExplorerState | None = None, *, folder: str | None = None):
+        folder = folder or os.environ.get("SFHKIT_OUTPUT_DIR", "outputs/explorer")   # `sfhkit app --out`
         self.state = state if state is not None else ExplorerState()
         self.folder = w.Text(value=folder, description="folder")
         self.formats = w.SelectMultiple(options=["NetCDF", "PNG", "SVG"], value=["NetCDF", "PNG", "SVG"],

@@ -115,8 +115,10 @@ class ZoomPanel(w.VBox):
         self.markers.data = dict(x=inside["observed_angstrom"].to_numpy(), top=np.full(len(inside), high),
                                  bottom=np.full(len(inside), low), color=[LINE_COLOURS[t] for t in inside["type"]],
                                  name=inside["name"].tolist())
-        self.figure_model.title.text = f"{self.line.value} at {centre:.1f} A observed (z = {obs.redshift:.4f})"
-        self.figure_model.x_range.start, self.figure_model.x_range.end = float(wave[0]), float(wave[-1])
+        title = f"{self.line.value} at {centre:.1f} A observed (z = {obs.redshift:.4f})"
+        if self.figure_model.title.text != title:              # only on a new line or redshift: fewer messages
+            self.figure_model.title.text = title
+            self.figure_model.x_range.start, self.figure_model.x_range.end = float(wave[0]), float(wave[-1])
 
     def _density(self, residual) -> None:
         r = residual[np.isfinite(residual)]
