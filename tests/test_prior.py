@@ -190,3 +190,18 @@ def test_unseeded_sampling_leaves_the_global_generator_alone():
     torch.manual_seed(7)
     prior.sample(2, steps=3, progress=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_sfr_scale_travels_in_the_checkpoint(histories, tmp_path):
+    transform = HistoryTransform.fit(histories, "asinh", sfr_scale=1e-3)
+    prior = Prior("mlp", {"units": 32, "layers": 2}, transform)
+    loaded = Prior.load(prior.save(tmp_path / "p.pt"))
+    assert loaded.transform.sfr_scale == 1e-3
+    h = torch.as_tensor(histories[:4], dtype=torch.float32)
+    torch.testing.assert_close(loaded.transform.normalise(h), transform.normalise(h))
+    # checkpoints written before the scale was stored meant 0.1 Msun/yr
+    state = transform.state()
+    del state["sfr_scale"]
+    assert HistoryTransform.from_state(state).sfr_scale == 0.1
+    with pytest.raises(ValueError, match="sfr_scale"):
+        HistoryTransform("asinh", sfr_scale=0.0)
