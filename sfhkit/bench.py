@@ -191,3 +191,52 @@ def main_posterior(args) -> int:
     print(json.dumps(bench_posterior(n=args.n, keep=args.keep, steps=args.steps, batch_galaxies=args.batch_galaxies,
                                      device=args.device, seed=args.seed), indent=1))
     return 0
+
+
+def bench_batch(*, galaxies: int = 8, n: int = 120, keep: int = 100, steps: int | None = None, device: str = "cpu",
+                cores: int = 2) -> dict:
+    """Galaxies per hour of `sfhkit batch` on a LocalCluster of 1 and 2 workers (sharing `cores`
+    torch threads), one galaxy per task against all of a worker's galaxies in one vectorised task.
+    Workers load the grid, the prior and the mock model in a warm-up batch before the clock starts."""
+    from pathlib import Path
+
+    from dask.distributed import Client, LocalCluster
+
+    from .batch import run_batch
+    from .sampler import DEFAULT_STEPS
+
+    steps = steps or DEFAULT_STEPS
+    indices = np.linspace(0, 4000, galaxies).round().astype(int)
+    result = {"benchmark": "batch", "galaxies": galaxies, "n": n, "keep": keep, "steps": steps, "device": device,
+              "cores": cores, "sfhkit": __version__, "cpu": platform.processor() or platform.machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        catalogue = tmp / "catalogue.csv"
+        catalogue.write_text("test_index\n" + "\n".join(map(str, indices)) + "\n")
+        for workers in (1, 2):
+            threads = max(cores // workers, 1)
+            warm = tmp / f"warm{workers}.csv"
+            warm.write_text("test_index\n" + "\n".join(str(4100 + i) for i in range(workers)) + "\n")
+            entry = {"torch_threads_per_worker": threads}
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                    Client(cluster) as client:
+                run_batch(warm, tmp / f"warm-out{workers}", client=client, chunk_size=1, n=2, keep=2, steps=2,
+                          threads_per_worker=threads, device=device, progress=False)
+                for label, chunk in (("one_at_a_time", 1), ("vectorised", -(-galaxies // workers))):
+                    start = time.perf_counter()
+                    report = run_batch(catalogue, tmp / f"{label}{workers}", client=client, chunk_size=chunk, n=n,
+                                       keep=keep, steps=steps, threads_per_worker=threads, device=device, progress=False)
+                    seconds = time.perf_counter() - start
+                    entry[label] = {"chunk_size": chunk, "seconds": round(seconds, 1), "ok": report["ok"],
+                                    "galaxies_per_hour": round(3600 * galaxies / seconds, 1)}
+            entry["vectorised_speedup"] = round(entry["vectorised"]["galaxies_per_hour"]
+                                                / entry["one_at_a_time"]["galaxies_per_hour"], 2)
+            result[f"{workers}_worker{'s' if workers > 1 else ''}"] = entry
+    result["goal_vectorised_speedup"] = {"cpu": 1.5, "gpu": 5}
+    return result
+
+
+def main_batch(args) -> int:
+    print(json.dumps(bench_batch(galaxies=args.galaxies, n=args.n, keep=args.keep, steps=args.steps,
+                                 device=args.device), indent=1))
+    return 0

@@ -38,6 +38,8 @@ def _read_observation(args):
         galaxy = sdss_galaxy(args.fits or args.sdss, firefly_dir=args.firefly_dir, firefly_path=args.firefly,
                              av=args.av)
     else:
+        if not args.manga and args.redshift is None:
+            raise ValueError("a LOGCUBE needs --redshift (it has none: drpall NSA_Z)")
         galaxy = manga_galaxy(table=args.manga, index=args.index, logcube=args.logcube, plateifu=args.plateifu,
                               redshift=args.redshift, spaxel=args.spaxel, radius_arcsec=args.radius, av=args.av)
     return galaxy.observation, galaxy.firefly
@@ -95,6 +97,17 @@ def _app(args) -> int:
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
+
+
+def _batch(args) -> int:
+    from .batch import run_batch
+
+    report = run_batch(args.catalogue, args.out, scheduler=args.scheduler, workers=args.workers,
+                       threads_per_worker=args.threads_per_worker, chunk_size=args.chunk_size, device=args.device,
+                       n=args.n, keep=args.keep, steps=args.steps, likelihood=args.likelihood,
+                       retry_failed=args.retry_failed, progress=not args.quiet)
+    _print_json(report)
+    return 0 if not report["missing"] and not report["chunk_errors"] else 1
 
 
 def _print_json(obj, path=None) -> None:
@@ -360,6 +373,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal.set_defaults(func=calibrate_main)
 
+    batch = sub.add_parser("batch", help="posteriors for every galaxy of a catalogue on Dask (resumable)",
+                           description="CATALOG: CSV or FITS with test_index | path | plate,mjd,fiber | plateifu "
+                                       "per row, optional id, redshift, av, vdisp, mask ('lo-hi;lo-hi' observed A), "
+                                       "snr, index.  Writes OUT/posteriors/<id>.nc, OUT/galaxies/<id>.json and "
+                                       "OUT/summary.csv; rerunning resumes.  See sfhkit.batch.")
+    batch.add_argument("catalogue", metavar="CATALOG")
+    batch.add_argument("--out", required=True)
+    batch.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (default: a LocalCluster)")
+    batch.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    batch.add_argument("--threads-per-worker", type=int, default=1, help="torch threads in each worker")
+    batch.add_argument("--chunk-size", type=int, default=8, help="galaxies sampled together in one task")
+    batch.add_argument("--device", default="cpu")
+    batch.add_argument("--n", type=int, default=120)
+    batch.add_argument("--keep", type=int, default=100)
+    batch.add_argument("--steps", type=int, default=None)
+    batch.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
+    batch.add_argument("--retry-failed", action="store_true", help="try the galaxies that failed before again")
+    batch.add_argument("--quiet", action="store_true")
+    batch.set_defaults(func=_batch)
+
     app = sub.add_parser("app", help="the explorer as a Voila web app on this machine (prints its URL)")
     app.add_argument("--port", type=int, default=8866)
     app.add_argument("--ip", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -373,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     fwd.add_argument("--min-seconds", type=float, default=2.0, help="time per measurement")
     fwd.add_argument("--device", default="cpu")
     fwd.add_argument("--no-bagpipes", action="store_true")
-    from .bench import main_forward, main_posterior, main_prior
+    from .bench import main_batch, main_forward, main_posterior, main_prior
 
     fwd.set_defaults(func=main_forward)
     pb = bench_sub.add_parser("prior", help="prior quality (classifier AUC, KS distances) and sampling speed")
@@ -393,6 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--seed", type=int, default=0)
     bp.add_argument("--device", default="cpu")
     bp.set_defaults(func=main_posterior)
+    bb = bench_sub.add_parser("batch", help="galaxies per hour of sfhkit batch at 1 and 2 workers, vectorised or not")
+    bb.add_argument("--galaxies", type=int, default=8)
+    bb.add_argument("--n", type=int, default=120)
+    bb.add_argument("--keep", type=int, default=100)
+    bb.add_argument("--steps", type=int, default=None, help="default: the sampler's")
+    bb.add_argument("--device", default="cpu")
+    bb.set_defaults(func=main_batch)
     return parser
 
 

@@ -192,27 +192,19 @@ class SpectrumLikelihood:
 
     def score(self, t: torch.Tensor, x_t: torch.Tensor, prior) -> tuple[torch.Tensor, torch.Tensor]:
         """(prior score, likelihood score) at x_t (B, ...) and diffusion times t (B,)."""
-        sigma_t = prior.sigma(t)
-        if self.kind == "cla":
-            with torch.no_grad():
-                prior_score = prior.score(t, x_t)
-            if self.cla == "jacobian":
-                grad = self._cla_jacobian_score(x_t, sigma_t, prior_score)
-            else:
-                with torch.enable_grad():
-                    x = x_t.detach().requires_grad_(True)
-                    n = x.shape[0]
-                    variance = self._rows(self.noise_variance, n) + sigma_t.view(-1, 1) ** 2 * self.aat_diag
-                    residual = (self._rows(self.flux, n) - self.spectra(x)) * self._rows(self.used, n)
-                    grad, = torch.autograd.grad(-0.5 * (residual ** 2 / variance).sum(), x)
-        else:
-            with torch.enable_grad():
-                x = x_t.detach().requires_grad_(True)
-                prior_score = prior.score(t, x)
-                denoised = x + sigma_t.view(-1, *([1] * (x.dim() - 1))) ** 2 * prior_score
-                grad, = torch.autograd.grad(self.log_likelihood(denoised).sum(), x)
-            prior_score = prior_score.detach()
-        return prior_score, _clip_rows(grad, clip_norm(self.clip, sigma_t, self.dim))
+        return grouped_scores([(self, slice(None))], t, x_t, prior)
+
+    def _cla_score(self, x_t: torch.Tensor, sigma_t: torch.Tensor, prior_score: torch.Tensor) -> torch.Tensor:
+        """The CLA likelihood score given the prior score (no gradient through the network)."""
+        if self.cla == "jacobian":
+            return self._cla_jacobian_score(x_t, sigma_t, prior_score)
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            n = x.shape[0]
+            variance = self._rows(self.noise_variance, n) + sigma_t.view(-1, 1) ** 2 * self.aat_diag
+            residual = (self._rows(self.flux, n) - self.spectra(x)) * self._rows(self.used, n)
+            grad, = torch.autograd.grad(-0.5 * (residual ** 2 / variance).sum(), x)
+        return grad
 
     def _cla_jacobian_score(self, x_t: torch.Tensor, sigma_t: torch.Tensor, prior_score) -> torch.Tensor:
         """grad_x_t log N(y | S(x0), Sigma_y + r^2 A A^T) with d x0 / d x_t = 1 / (1 + sigma^2): at the
@@ -257,3 +249,46 @@ class SpectrumLikelihood:
             chi2 = (normalised ** 2 * used).sum(1)
             mean_abs = (normalised.abs() * used).sum(1) / used.sum(1)
         return spectra, chi2, mean_abs
+
+
+def grouped_scores(parts, t: torch.Tensor, x_t: torch.Tensor, prior) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prior score, likelihood score) for a batch whose row blocks belong to different likelihoods:
+    `parts` is a list of (SpectrumLikelihood, slice of rows).  The prior network is called once for
+    all rows (the point of vectorised sampling); each likelihood scores its own rows."""
+    kinds = {likelihood.kind for likelihood, _ in parts}
+    if len(kinds) != 1:
+        raise ValueError(f"one batch needs one likelihood kind, got {sorted(kinds)}")
+    sigma_t = prior.sigma(t)
+    if kinds == {"cla"}:
+        with torch.no_grad():
+            prior_score = prior.score(t, x_t)
+        grads = [likelihood._cla_score(x_t[rows], sigma_t[rows], prior_score[rows]) for likelihood, rows in parts]
+    else:
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            prior_score = prior.score(t, x)
+            denoised = x + sigma_t.view(-1, *([1] * (x.dim() - 1))) ** 2 * prior_score
+            total = sum(likelihood.log_likelihood(denoised[rows]).sum() for likelihood, rows in parts)
+            grad, = torch.autograd.grad(total, x)
+        prior_score = prior_score.detach()
+        grads = [grad[rows] for _, rows in parts]
+    clipped = [_clip_rows(g, clip_norm(likelihood.clip, sigma_t[rows], likelihood.dim))
+               for g, (likelihood, rows) in zip(grads, parts)]
+    return prior_score, torch.cat(clipped) if len(clipped) > 1 else clipped[0]
+
+
+class LikelihoodGroups:
+    """Several `SpectrumLikelihood`s (different forward models: redshifts, wavelengths, A_V) over
+    consecutive blocks of one batch, `rows` rows each; `score` has SpectrumLikelihood's signature."""
+
+    def __init__(self, likelihoods, rows):
+        if len(likelihoods) != len(rows) or not likelihoods:
+            raise ValueError("need one row count per likelihood")
+        edges = np.cumsum([0, *rows])
+        self.parts = [(likelihood, slice(int(a), int(b))) for likelihood, a, b in zip(likelihoods, edges[:-1], edges[1:])]
+        self.n_rows = int(edges[-1])
+
+    def score(self, t: torch.Tensor, x_t: torch.Tensor, prior) -> tuple[torch.Tensor, torch.Tensor]:
+        if x_t.shape[0] != self.n_rows:
+            raise ValueError(f"the batch has {x_t.shape[0]} rows, the groups {self.n_rows}")
+        return grouped_scores(self.parts, t, x_t, prior)

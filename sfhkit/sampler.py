@@ -5,7 +5,9 @@
 from t = 1 (x ~ N(0, sigma_max^2 I)) to t = 0 on `steps` equal steps of t (geometric in sigma),
 Euler-Maruyama as in the paper, the last step without noise.  Without a likelihood it samples the
 prior (`Prior.sample` uses the same loop).  Everything is batched: n samples of one observation,
-or n samples of each of several observations that share one forward model.
+or n samples of each of several observations (with one forward model, or several: consecutive
+observations sharing a model form one likelihood group, and the prior network is called once per
+step for all of them).
 
 `sample_posterior` is the entry point: it builds the forward model and the likelihood, runs the
 loop, keeps the best `keep` of the `n` draws by mean |residual| / sigma (as the paper) and returns a
@@ -39,15 +41,27 @@ def make_generator(seed: int | None, device) -> torch.Generator:
     return generator
 
 
-def reverse_diffusion(prior, n: int, steps: int, *, likelihood: SpectrumLikelihood | None = None,
-                      generator: torch.Generator, progress_bar=None, callback=None, cancel=None) -> torch.Tensor:
+def _standard_normal(shape, generator, device) -> torch.Tensor:
+    """N(0, 1) noise from one generator, or from several: a list of (generator, rows) fills
+    consecutive row blocks, so each block's numbers depend only on its own generator."""
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=device)
+    blocks = [torch.randn((rows,) + tuple(shape[1:]), generator=g, device=device) for g, rows in generator]
+    return torch.cat(blocks)
+
+
+def reverse_diffusion(prior, n: int, steps: int, *, likelihood=None, generator, progress_bar=None, callback=None,
+                      cancel=None) -> torch.Tensor:
     """Integrate the reverse SDE for n samples (normalised space, shape (n, *prior.event_shape)).
 
+    likelihood : anything with SpectrumLikelihood's score(t, x, prior) (or None: the prior);
+    generator : a torch.Generator, or a list of (generator, rows) for per-block noise;
     callback(step, steps) is called after every step; `cancel` is anything with is_set()."""
     if n < 1 or steps < 1:
         raise ValueError(f"need n >= 1 and steps >= 1, got n={n}, steps={steps}")
     device = prior.device
-    x = torch.randn((n,) + tuple(prior.event_shape), generator=generator, device=device) * prior.sigma_max
+    shape = (n,) + tuple(prior.event_shape)
+    x = _standard_normal(shape, generator, device) * prior.sigma_max
     times = torch.linspace(1.0, 0.0, steps + 1, device=device)
     for i in range(steps):
         if cancel is not None and cancel.is_set():
@@ -63,7 +77,7 @@ def reverse_diffusion(prior, n: int, steps: int, *, likelihood: SpectrumLikeliho
             score = prior_score + likelihood_score
         mean = x - g2 * score * dt
         if i < steps - 1:
-            noise = torch.randn(x.shape, generator=generator, device=device)
+            noise = _standard_normal(shape, generator, device)
             x = mean + g2.sqrt() * noise * math.sqrt(-float(dt))
         else:
             x = mean
@@ -75,24 +89,42 @@ def reverse_diffusion(prior, n: int, steps: int, *, likelihood: SpectrumLikeliho
     return x
 
 
+def _likelihood_groups(observations, forward_models):
+    """Consecutive observations that share a forward model and A_V form one group: (first, last+1)."""
+    groups, start = [], 0
+    for i in range(1, len(observations) + 1):
+        if i == len(observations) or forward_models[i] is not forward_models[start] \
+                or observations[i].av != observations[start].av:
+            groups.append((start, i))
+            start = i
+    return groups
+
+
 def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 120, keep: int = 100,
                      likelihood: str = "cla", cla: str = "jacobian", steps: int = DEFAULT_STEPS, device=None,
-                     seed: int | None = None, clip="auto", progress: bool = True, callback=None, cancel=None):
-    """Posterior histories for one observation (or a list sharing wavelengths, redshift and A_V:
-    then a list of Posteriors, all sampled in one batch).
+                     seed=None, clip="auto", progress: bool = True, callback=None, cancel=None):
+    """Posterior histories for one observation, or for a list of them sampled in one batch (one
+    network call per step for all; then a list of Posteriors).
 
     observation : `Observation` (or list of them)
-    prior : `Prior` (default: the embedded one); forward_model : `ForwardModel` on the observation's
-        wavelengths and redshift (default: `observation.forward_model()`, the default SSP grid)
+    prior : `Prior` (default: the embedded one)
+    forward_model : `ForwardModel` on the observation's wavelengths and redshift, or (for a list of
+        observations) one model for all or a list with one per observation (observations with the
+        same model object and A_V share a likelihood); default: each observation's
+        `forward_model()` with the default SSP grid
     n, keep : draws made and kept (best `keep` by mean |residual| / sigma over unmasked pixels)
     likelihood : "cla" (default) or "dps"; cla : the CLA variant, "jacobian" (default) or "paper";
         clip : likelihood-score clipping, "auto" by default (see sfhkit.likelihood)
     steps : reverse-SDE steps; device : "cpu", "cuda", ... (default: the prior's; another device
         moves the prior there)
-    seed : fixes the result; callback(step, steps) : progress; cancel : threading.Event
+    seed : fixes the result; for a list of observations, a list of seeds gives each observation
+        its own random numbers (its draws then do not depend on what else is in the batch, up to
+        floating-point rounding)
+    callback(step, steps) : progress; cancel : threading.Event
     """
     from tqdm.auto import tqdm
 
+    from .likelihood import LikelihoodGroups
     from .posterior import Posterior
     from .prior import Prior
 
@@ -102,12 +134,26 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
     prior = prior if prior is not None else Prior.default()
     if device is not None and torch.device(device) != prior.device:
         prior.to(device)
-    if forward_model is None:
-        forward_model = observations[0].forward_model(device=prior.device)
-    config = {"n": n, "keep": keep, "likelihood": likelihood, "cla": cla, "steps": steps, "seed": seed, "clip": clip,
-              "device": str(prior.device), "prior": repr(prior), "forward_model": forward_model.extra_repr()}
-    like = SpectrumLikelihood(observations, forward_model, prior.transform, kind=likelihood, cla=cla, clip=clip)
-    generator = make_generator(seed, prior.device)
+    if isinstance(forward_model, (list, tuple)):
+        if len(forward_model) != len(observations):
+            raise ValueError(f"{len(forward_model)} forward models for {len(observations)} observations")
+        models = list(forward_model)
+    elif forward_model is not None:
+        models = [forward_model] * len(observations)
+    else:
+        models = [observations[0].forward_model(device=prior.device)] * len(observations) if len(observations) == 1 \
+            else [o.forward_model(device=prior.device) for o in observations]
+    seeds = list(seed) if isinstance(seed, (list, tuple)) else None
+    if seeds is not None and len(seeds) != len(observations):
+        raise ValueError(f"{len(seeds)} seeds for {len(observations)} observations")
+    groups = _likelihood_groups(observations, models)
+    likes = [SpectrumLikelihood(observations[a:b], models[a], prior.transform, kind=likelihood, cla=cla, clip=clip)
+             for a, b in groups]
+    like = likes[0] if len(likes) == 1 else LikelihoodGroups(likes, [n * (b - a) for a, b in groups])
+    config = {"n": n, "keep": keep, "likelihood": likelihood, "cla": cla, "steps": steps, "clip": clip,
+              "device": str(prior.device), "prior": repr(prior)}
+    generator = ([(make_generator(s, prior.device), n) for s in seeds] if seeds is not None
+                 else make_generator(seed, prior.device))
     prior.network.eval()
     started = time.perf_counter()
     with tqdm(total=n * len(observations) * steps, desc="posterior samples", unit="step", unit_scale=True,
@@ -119,13 +165,18 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
         warnings.warn(f"{bad} of {x.shape[0]} posterior draws are not finite (sampling diverged); try more steps",
                       RuntimeWarning, stacklevel=2)
     histories = prior.transform.physical(x)
-    spectra, chi2, mean_abs = like.chi2(histories)
-    surviving = forward_model.surviving_mass_msun(histories)
-    config["seconds"] = round(time.perf_counter() - started, 3)
+    seconds = round(time.perf_counter() - started, 3)
     posteriors = []
-    for g, obs in enumerate(observations):
-        rows = slice(g * n, (g + 1) * n)
-        posteriors.append(Posterior.from_draws(
-            obs, histories[rows], spectra[rows], chi2[rows], mean_abs[rows], surviving[rows], keep=keep,
-            age_at_z_gyr=forward_model.age_at_z_gyr, time_bins=forward_model.time_bins, config=config))
+    for (a, b), group_like in zip(groups, likes):
+        model = models[a]
+        rows = slice(a * n, b * n)
+        spectra, chi2, mean_abs = group_like.chi2(histories[rows])
+        surviving = model.surviving_mass_msun(histories[rows])
+        for g in range(b - a):
+            own = slice(g * n, (g + 1) * n)
+            galaxy_config = {**config, "seed": seeds[a + g] if seeds is not None else seed, "seconds": seconds,
+                             "forward_model": model.extra_repr(), "batch_size": len(observations)}
+            posteriors.append(Posterior.from_draws(
+                observations[a + g], histories[rows][own], spectra[own], chi2[own], mean_abs[own], surviving[own],
+                keep=keep, age_at_z_gyr=model.age_at_z_gyr, time_bins=model.time_bins, config=galaxy_config))
     return posteriors if isinstance(observation, (list, tuple)) else posteriors[0]

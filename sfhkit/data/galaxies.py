@@ -54,9 +54,10 @@ def with_catalogue_av(observation: Observation, firefly=None, av: float | None =
 
 
 def mock_galaxy(index: int, *, redshift: float = MOCK_REDSHIFT, av: float = MOCK_AV, snr: float = MOCK_SNR,
-                seed: int = 0, grid=None, device="cpu", progress: bool = True) -> Galaxy:
+                seed: int = 0, grid=None, device="cpu", progress: bool = True, forward_model=None) -> Galaxy:
     """The paper's mock of held-out test-set history `index`: SDSS-like wavelengths (3800 log pixels
-    from 3800 A), noise sigma = mean flux / `snr`."""
+    from 3800 A), noise sigma = mean flux / `snr`.  A `forward_model` built before (on
+    `observation.sdss_wavelength()`) is reused instead of building one: its redshift and A_V count."""
     from ..forward import ForwardModel
     from ..observation import mock_observation, sdss_wavelength
     from ..ssp import SSPGrid
@@ -67,8 +68,9 @@ def mock_galaxy(index: int, *, redshift: float = MOCK_REDSHIFT, av: float = MOCK
     if not 0 <= int(index) < n:
         raise ValueError(f"test-set index must be in [0, {n}), got {index}")
     truth = test.histories.values[int(index)]
-    model = ForwardModel(grid if grid is not None else SSPGrid.default(progress=progress), sdss_wavelength(),
-                         redshift=redshift, av=av, device=device)
+    model = forward_model if forward_model is not None else ForwardModel(
+        grid if grid is not None else SSPGrid.default(progress=progress), sdss_wavelength(), redshift=redshift, av=av,
+        device=device)
     galaxy_id = int(test.galaxy_id.values[int(index)])
     obs = mock_observation(truth, model, snr=snr, seed=seed,
                            metadata={"test_index": int(index), "galaxy_id": galaxy_id, "av_source": "mock"})
