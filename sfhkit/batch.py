@@ -176,12 +176,13 @@ def load_galaxy(row: dict, grid, model_cache: dict | None = None):
         if row.get("mask"):
             obs = apply_masks(obs, lines=False, sky=False, ranges=_parse_mask(row["mask"]))
         return galaxy, obs, model
+    cube = row.get("plateifu") is not None or "logcube" in str(row.get("path", "")).lower()
     if row.get("path") is not None:
         path = str(row["path"])
-        if row.get("index") is not None or "manga" in Path(path).name.lower() and "logcube" not in path.lower():
-            galaxy = manga_galaxy(table=path, index=_as_int(row.get("index", 0)), av=av)
-        elif "logcube" in Path(path).name.lower():
+        if cube:
             galaxy = manga_galaxy(logcube=path, redshift=_as_float(row, "redshift"), av=av)
+        elif row.get("index") is not None:
+            galaxy = manga_galaxy(table=path, index=_as_int(row["index"]), av=av)
         else:
             galaxy = sdss_galaxy(path, av=av)
     elif row.get("plate") is not None:
@@ -192,7 +193,7 @@ def load_galaxy(row: dict, grid, model_cache: dict | None = None):
         raise ValueError(f"row {row['row']} names no galaxy: fill one of {SOURCE_COLUMNS}")
     obs = galaxy.observation
     changes = {}
-    if row.get("redshift") is not None and row.get("plateifu") is None and "logcube" not in str(row.get("path", "")).lower():
+    if row.get("redshift") is not None and not cube:      # a cube has no redshift of its own: it was used above
         changes["redshift"] = float(row["redshift"])
     if row.get("vdisp") is not None:
         changes["velocity_dispersion_kms"] = float(row["vdisp"])

@@ -131,3 +131,23 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     after = _outputs(out)
     assert {k: after[k] for k in finished} == finished                       # byte-identical
     assert not list(out.rglob(".*.tmp"))                                    # no half-written files left
+
+
+def test_real_spectra_rows(client, shared_data, tmp_path):
+    """SDSS and MaNGA files from ../shared/data, with per-row A_V, sigma_v and a mask; a missing
+    file is recorded as failed."""
+    sdss = shared_data / "sdss" / "spec-0266-51602-0614.fits"
+    manga = shared_data / "manga" / "MaNGA_test_spectra.fits.gz"
+    catalogue = tmp_path / "cat.csv"
+    catalogue.write_text("path,index,av,vdisp,mask\n"
+                         f"{sdss},,0.3,240,5570-5590\n{manga},0,,,\n{tmp_path / 'missing.fits'},,,,\n")
+    out = tmp_path / "out"
+    report = run_batch(catalogue, out, client=client, progress=False, **SMALL)
+    assert (report["ok"], report["failed"]) == (2, 1), report
+    sdss_posterior = Posterior.load(out / "posteriors" / "spec-0266-51602-0614.nc")
+    obs = sdss_posterior.observation
+    assert obs.av == pytest.approx(0.3) and obs.velocity_dispersion_kms == pytest.approx(240)
+    inside = (obs.wavelength > 5570) & (obs.wavelength < 5590)
+    assert inside.any() and not obs.mask[inside].any()
+    assert (out / "posteriors" / "MaNGA_test_spectra-0.nc").exists()
+    assert "missing.fits" in json.loads((out / "galaxies" / "missing.json").read_text())["error"]
