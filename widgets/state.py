@@ -77,9 +77,9 @@ class ExplorerState(traitlets.HasTraits):
         if self.galaxy is None:
             raise ValueError("no galaxy loaded yet")
         obs = self.galaxy.observation
-        vdisp = self.velocity_dispersion_kms if self.velocity_dispersion_kms > 0 else obs.velocity_dispersion_kms
-        obs = replace(obs, av=self.av, redshift=self.redshift, velocity_dispersion_kms=vdisp,
-                      metadata=dict(obs.metadata))
+        # the slider's sigma_v, as the model panel shows it (0: instrument and library resolution only)
+        obs = replace(obs, av=self.av, redshift=self.redshift,
+                      velocity_dispersion_kms=self.velocity_dispersion_kms or None, metadata=dict(obs.metadata))
         if self.mask_lines or self.mask_sky or self.mask_ranges:
             obs = apply_masks(obs, lines=self.mask_lines, sky=self.mask_sky, ranges=list(self.mask_ranges))
         return obs
