@@ -32,6 +32,9 @@ gives the same numbers.
 * `summary.csv`: one row per catalogue row, rebuilt from those files at the end of each run;
 * `settings.json`: the sampler settings; a rerun with other settings is refused.
 
+One run per output folder at a time: a run starts by deleting the temporary files a killed run
+left behind.
+
 Every file is written atomically (temporary file, then rename), so a killed worker or run leaves
 no half-written result.  A rerun skips finished and failed galaxies (`retry_failed` retries the
 failed ones) and recomputes only chunks with galaxies left, writing only their missing files.
@@ -350,6 +353,8 @@ def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2,
                 "chunk_size": chunk_size, "device": device, "threads": threads_per_worker, "retry_failed": retry_failed}
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings)
+    for stale in [*out.glob("posteriors/.*.tmp"), *out.glob("galaxies/.*.tmp")]:   # left by a killed run
+        stale.unlink(missing_ok=True)
     chunks = [rows[i:i + chunk_size] for i in range(0, len(rows), chunk_size)]
     pending = [c for c in chunks if not all(_finished(out, r["id"], retry_failed) for r in c)]
     todo = sum(1 for c in pending for r in c if not _finished(out, r["id"], retry_failed))
