@@ -149,21 +149,13 @@ def _as_float(row, key, default=None):
     return default if value is None else float(value)
 
 
-def _parse_mask(text) -> list[tuple[float, float]]:
-    ranges = []
-    for part in filter(None, (p.strip() for p in str(text).replace(",", ";").split(";"))):
-        lo, hi = (float(x) for x in part.split("-"))
-        ranges.append((min(lo, hi), max(lo, hi)))
-    return ranges
-
-
 # -- one galaxy ------------------------------------------------------------------------------------
 def load_galaxy(row: dict, grid, model_cache: dict | None = None):
     """The Galaxy a catalogue row names, with its per-row settings and masks applied, and the
     forward model to sample it with.  Raises ValueError/OSError for a bad row."""
     from .data.galaxies import MOCK_AV, MOCK_REDSHIFT, MOCK_SNR, manga_galaxy, mock_galaxy, sdss_galaxy
     from .forward import ForwardModel
-    from .lines import apply_masks
+    from .lines import apply_masks, parse_ranges
     from .observation import sdss_wavelength
 
     model_cache = {} if model_cache is None else model_cache
@@ -177,7 +169,7 @@ def load_galaxy(row: dict, grid, model_cache: dict | None = None):
                              forward_model=model_cache[key])
         obs, model = galaxy.observation, galaxy.forward_model
         if row.get("mask"):
-            obs = apply_masks(obs, lines=False, sky=False, ranges=_parse_mask(row["mask"]))
+            obs = apply_masks(obs, lines=False, sky=False, ranges=parse_ranges(row["mask"]))
         return galaxy, obs, model
     cube = row.get("plateifu") is not None or "logcube" in str(row.get("path", "")).lower()
     if row.get("path") is not None:
@@ -202,7 +194,7 @@ def load_galaxy(row: dict, grid, model_cache: dict | None = None):
         changes["velocity_dispersion_kms"] = float(row["vdisp"])
     if changes:
         obs = replace(obs, metadata=dict(obs.metadata), **changes)
-    obs = apply_masks(obs, lines=True, sky=True, ranges=_parse_mask(row["mask"]) if row.get("mask") else ())
+    obs = apply_masks(obs, lines=True, sky=True, ranges=parse_ranges(row["mask"]) if row.get("mask") else ())
     return galaxy, obs, obs.forward_model(grid)
 
 
@@ -261,20 +253,20 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
         except Exception as err:  # noqa: BLE001 - a bad row is recorded, never fatal
             results.append(_record_failure(out, row, err, retry))
     if loaded:
+        def sample(observations, models, seeds):
+            return sample_posterior(observations, state["prior"], models, n=settings["n"], keep=settings["keep"],
+                                    steps=settings["steps"], likelihood=settings["likelihood"], seed=seeds,
+                                    progress=False)
+
         started = time.perf_counter()
         try:
-            posteriors = sample_posterior([obs for _, _, obs, _ in loaded], state["prior"],
-                                          [model for _, _, _, model in loaded], n=settings["n"], keep=settings["keep"],
-                                          steps=settings["steps"], likelihood=settings["likelihood"],
-                                          seed=[galaxy_seed(row["id"]) for row, *_ in loaded], progress=False)
+            posteriors = sample([obs for _, _, obs, _ in loaded], [model for *_, model in loaded],
+                                [galaxy_seed(row["id"]) for row, *_ in loaded])
         except Exception:  # noqa: BLE001 - one galaxy that breaks the batch: sample one at a time
             posteriors = []
             for row, _, obs, model in loaded:
                 try:
-                    posteriors.append(sample_posterior(obs, state["prior"], model, n=settings["n"],
-                                                       keep=settings["keep"], steps=settings["steps"],
-                                                       likelihood=settings["likelihood"], seed=galaxy_seed(row["id"]),
-                                                       progress=False))
+                    posteriors.append(sample(obs, model, galaxy_seed(row["id"])))
                 except Exception as err:  # noqa: BLE001
                     posteriors.append(err)
         seconds = (time.perf_counter() - started) / len(loaded)
@@ -311,8 +303,9 @@ def _check_settings(out: Path, settings: dict) -> None:
         write_json(path, {**identity, "sfhkit_version": __version__})
 
 
-def write_summary_table(rows: list[dict], out) -> Path:
-    """summary.csv: one line per catalogue row from galaxies/<id>.json (status "missing" where none)."""
+def write_summary_table(rows: list[dict], out):
+    """summary.csv: one line per catalogue row from galaxies/<id>.json (status "missing" where
+    none); returns the table (a pandas DataFrame)."""
     import pandas as pd
 
     from ._io import atomic_path
@@ -332,7 +325,7 @@ def write_summary_table(rows: list[dict], out) -> Path:
             table[column] = table[column].astype("Int64")
     with atomic_path(out / "summary.csv") as tmp:
         table.to_csv(tmp, index=False)
-    return out / "summary.csv"
+    return table
 
 
 def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1,
@@ -384,9 +377,8 @@ def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2,
             if own_cluster is not None:
                 client.close()
                 own_cluster.close()
-    table = write_summary_table(rows, out)
-    statuses = [json.loads((out / "galaxies" / f"{r['id']}.json").read_text())["status"]
-                if (out / "galaxies" / f"{r['id']}.json").exists() else "missing" for r in rows]
+    statuses = list(write_summary_table(rows, out)["status"])
     return {"catalogue_rows": len(rows), "ran_this_time": todo, "chunks_run": len(pending),
             "ok": statuses.count("ok"), "failed": statuses.count("failed"), "missing": statuses.count("missing"),
-            "chunk_errors": chunk_errors, "seconds": round(time.perf_counter() - started, 1), "summary": str(table)}
+            "chunk_errors": chunk_errors, "seconds": round(time.perf_counter() - started, 1),
+            "summary": str(out / "summary.csv")}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate import trapezoid
 
-from .wavelength import air_to_vacuum
+from .wavelength import air_to_vacuum, interpolate
 
 # name: (central band, blue pseudo-continuum, red pseudo-continuum), air Angstrom
 LICK_BANDS_AIR = {
@@ -39,20 +39,14 @@ def _vacuum(band):
 
 
 def _band_mean(wavelength, flux, band):
-    """Mean flux density over `band` (trapezoid on the pixels inside it, plus linear ends)."""
+    """Mean flux density over `band` (trapezoid over the pixels inside it and the band's ends,
+    interpolated linearly), and the x, y it integrated."""
     lo, hi = band
     inside = (wavelength > lo) & (wavelength < hi)
+    ends = interpolate([lo, hi], wavelength, flux)
     x = np.concatenate([[lo], wavelength[inside], [hi]])
-    y = np.concatenate([np.interp(lo, wavelength, flux)[..., None] if flux.ndim == 1 else
-                        _interp_rows(lo, wavelength, flux), flux[..., inside],
-                        np.interp(hi, wavelength, flux)[..., None] if flux.ndim == 1 else
-                        _interp_rows(hi, wavelength, flux)], axis=-1)
+    y = np.concatenate([ends[..., :1], flux[..., inside], ends[..., 1:]], axis=-1)
     return trapezoid(y, x, axis=-1) / (hi - lo), x, y
-
-
-def _interp_rows(x0, wavelength, flux):
-    return np.stack([np.interp(x0, wavelength, row) for row in flux.reshape(-1, flux.shape[-1])]).reshape(
-        flux.shape[:-1] + (1,))
 
 
 def _check(wavelength, flux, bands):

@@ -130,6 +130,26 @@ def largest_negative_residual_ranges(wavelength, residual, n: int = 3, width_ang
     return ranges
 
 
+def parse_ranges(text: str) -> list[tuple[float, float]]:
+    """'5570-5590, 6860-6920' (or ';'-separated) -> [(5570.0, 5590.0), (6860.0, 6920.0)], each
+    (low, high) in Angstrom; for the explorer's typed masks and batch catalogues' `mask` column."""
+    ranges = []
+    for part in filter(None, (p.strip() for p in str(text).replace(";", ",").split(","))):
+        try:
+            lo, hi = (float(b) for b in part.replace(" ", "").split("-"))
+        except ValueError:
+            raise ValueError(f"{part!r} is not a range LOW-HIGH in Angstrom (e.g. 5570-5590)") from None
+        ranges.append((min(lo, hi), max(lo, hi)))
+    return ranges
+
+
+def masked_ranges(wavelength, mask) -> list[tuple[float, float]]:
+    """(first, last) wavelength of each contiguous run of masked pixels (`mask` False), for shading."""
+    masked = ~np.asarray(mask, dtype=bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], masked.astype(int), [0]])))
+    return [(float(wavelength[a]), float(wavelength[b - 1])) for a, b in zip(edges[::2], edges[1::2])]
+
+
 def apply_masks(observation, *, lines: bool = True, sky: bool = True, ranges=(), rest_ranges=(),
                 half_width_kms: float = DEFAULT_HALF_WIDTH_KMS,
                 sky_half_width_angstrom: float = DEFAULT_SKY_HALF_WIDTH_ANGSTROM):

@@ -40,10 +40,10 @@ ZOOM_HALF_WIDTH_REST_ANGSTROM = 60.0
 
 def _shade_masked(ax, obs):
     """Grey bands over the masked stretches of the observed spectrum."""
-    masked = ~obs.mask
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], masked.astype(int), [0]])))
-    for start, stop in zip(edges[::2], edges[1::2]):
-        ax.axvspan(obs.wavelength[start], obs.wavelength[stop - 1], color="0.85", lw=0, zorder=0)
+    from .lines import masked_ranges
+
+    for low, high in masked_ranges(obs.wavelength, obs.mask):
+        ax.axvspan(low, high, color="0.85", lw=0, zorder=0)
 
 
 def _history_panels(axes, posterior, draws, firefly):

@@ -28,6 +28,7 @@ import torch
 
 from .cosmology import luminosity_distance_cm
 from .lsf import LineSpread, broadening_matrix, resolution_deficit_kms
+from .wavelength import interpolate
 
 DEFAULT_MAX_REDSHIFT_SHIFT = 0.02
 
@@ -90,10 +91,7 @@ class SpectrumPreview:
         with torch.no_grad():
             flux = self.model(h, av=av).double().cpu().numpy()
         flux = self._broaden(flux, velocity_dispersion_kms)
-        source = self.observation.wavelength * (1 + self.redshift) / (1 + z)
-        j = np.clip(np.searchsorted(self.model_wavelength, source) - 1, 0, self.model_wavelength.size - 2)
-        w = (source - self.model_wavelength[j]) / (self.model_wavelength[j + 1] - self.model_wavelength[j])
-        stretched = flux[..., j] * (1 - w) + flux[..., j + 1] * w
+        stretched = interpolate(self.observation.wavelength * (1 + self.redshift) / (1 + z), self.model_wavelength, flux)
         dimming = 1.0 if z == self.redshift else (
             (self._luminosity_distance_cm / float(luminosity_distance_cm(z))) ** 2 * (1 + self.redshift) / (1 + z))
         return stretched * dimming

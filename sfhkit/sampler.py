@@ -140,9 +140,13 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
         models = list(forward_model)
     elif forward_model is not None:
         models = [forward_model] * len(observations)
-    else:
-        models = [observations[0].forward_model(device=prior.device)] * len(observations) if len(observations) == 1 \
-            else [o.forward_model(device=prior.device) for o in observations]
+    else:   # one model per distinct (wavelengths, redshift, line spread): a build takes seconds
+        built, models = {}, []
+        for o in observations:
+            key = (o.wavelength.tobytes(), o.redshift, repr(o.line_spread()))
+            if key not in built:
+                built[key] = o.forward_model(device=prior.device)
+            models.append(built[key])
     seeds = list(seed) if isinstance(seed, (list, tuple)) else None
     if seeds is not None and len(seeds) != len(observations):
         raise ValueError(f"{len(seeds)} seeds for {len(observations)} observations")

@@ -24,6 +24,17 @@ def air_to_vacuum(wavelength_air_angstrom):
     return np.where(lam >= 2000.0, lam * n, lam)
 
 
+def interpolate(new_x, x, y) -> np.ndarray:
+    """Linear interpolation of `y` (..., n), sampled at increasing `x` (n,), onto `new_x` (m,) for
+    every leading index at once (np.interp takes one row); `new_x` is clamped to [x[0], x[-1]]."""
+    x = np.asarray(x, dtype=float)
+    new_x = np.clip(np.asarray(new_x, dtype=float), x[0], x[-1])
+    j = np.clip(np.searchsorted(x, new_x) - 1, 0, x.size - 2)
+    w = (new_x - x[j]) / (x[j + 1] - x[j])
+    y = np.asarray(y)
+    return y[..., j] * (1 - w) + y[..., j + 1] * w
+
+
 def pixel_edges(centres) -> np.ndarray:
     """Edges of pixels with the given centres: halfway between neighbours, the outer edges
     half a pixel beyond the first and last centre (the convention of `spectres`)."""

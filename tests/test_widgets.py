@@ -11,7 +11,7 @@ pytest.importorskip("jupyter_bokeh")
 
 from sfhkit import Prior  # noqa: E402
 from sfhkit.widgets import Explorer, ExplorerState, ModelPanel, SavePanel  # noqa: E402
-from sfhkit.widgets.model import parse_ranges  # noqa: E402
+from sfhkit.lines import parse_ranges  # noqa: E402
 
 SMALL_SAMPLER = dict(n=8, keep=6, steps=20)
 

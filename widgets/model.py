@@ -13,32 +13,12 @@ from bokeh.layouts import column
 from bokeh.models import BoxSelectTool, ColumnDataSource
 from jupyter_bokeh import BokehModel
 
-from sfhkit.lines import largest_negative_residual_ranges
+from sfhkit.lines import largest_negative_residual_ranges, masked_ranges, parse_ranges
 
 from ._common import error_html, new_figure
 from .state import ExplorerState
 
 HISTORY_KINDS = (("truth", "truth"), ("posterior median", "median"), ("chosen draw", "draw"))
-
-
-def masked_runs(wavelength, mask):
-    """(left, right) Angstrom of each contiguous run of masked pixels (mask False)."""
-    masked = ~np.asarray(mask, dtype=bool)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], masked.astype(int), [0]])))
-    return [(float(wavelength[a]), float(wavelength[b - 1])) for a, b in zip(edges[::2], edges[1::2])]
-
-
-def parse_ranges(text: str):
-    """'5570-5590, 6860-6920' -> [(5570.0, 5590.0), (6860.0, 6920.0)] (observed Angstrom)."""
-    ranges = []
-    for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
-        bits = part.replace(" ", "").split("-")
-        try:
-            lo, hi = (float(b) for b in bits)
-        except ValueError:
-            raise ValueError(f"{part!r} is not a range LOW-HIGH in Angstrom (e.g. 5570-5590)") from None
-        ranges.append((lo, hi))
-    return ranges
 
 
 class ModelPanel(w.VBox):
@@ -139,8 +119,7 @@ class ModelPanel(w.VBox):
             return
         obs = s.galaxy.observation
         try:
-            flux = s.preview.spectrum(history, av=s.av, redshift=s.redshift,
-                                      velocity_dispersion_kms=s.velocity_dispersion_kms)
+            flux = s.model_spectrum(history)
         except ValueError as err:
             self.message.value = error_html(str(err))
             return
@@ -159,7 +138,7 @@ class ModelPanel(w.VBox):
         except ValueError as err:
             self.message.value = error_html(str(err))
             return
-        runs = masked_runs(fit.wavelength, fit.mask)
+        runs = masked_ranges(fit.wavelength, fit.mask)
         self.masks.data = dict(left=[r[0] for r in runs], right=[r[1] for r in runs])
         self.ranges.options = [(f"{lo:.1f}-{hi:.1f} A", (lo, hi)) for lo, hi in s.mask_ranges]
         self.message.value = f"{fit.n_used} of {fit.wavelength.size} pixels used in the fit"

@@ -35,6 +35,7 @@ class ExplorerState(traitlets.HasTraits):
         super().__init__(**kwargs)
         self._grid, self._prior = grid, prior
         self._lock = threading.Lock()
+        self._last_model = None          # (settings, flux) of the last model_spectrum call
 
     def ssp_grid(self):
         """The SSP grid all panels share (read once, about 15 s; thread-safe)."""
@@ -94,6 +95,17 @@ class ExplorerState(traitlets.HasTraits):
         if self.history_kind == "draw" and 0 <= self.selected_draw < len(kept):
             return kept[self.selected_draw]
         return np.median(kept, axis=0)
+
+    def model_spectrum(self, history) -> np.ndarray:
+        """The preview's model flux of `history` at the controls' A_V, redshift and sigma_v.  The
+        last result is kept, so the panels that redraw on one slider move share one computation."""
+        key = (np.asarray(history, dtype=float).tobytes(), self.av, self.redshift, self.velocity_dispersion_kms,
+               id(self.preview))
+        if self._last_model is None or self._last_model[0] != key:
+            flux = self.preview.spectrum(history, av=self.av, redshift=self.redshift,
+                                         velocity_dispersion_kms=self.velocity_dispersion_kms)
+            self._last_model = (key, flux)
+        return self._last_model[1]
 
     def add_mask_range(self, lo: float, hi: float) -> None:
         lo, hi = sorted((float(lo), float(hi)))

@@ -29,6 +29,7 @@ class ZoomPanel(w.VBox):
                                              description="+- A (rest)")
         self.pipeline = w.Checkbox(value=False, description="survey pipeline model", indent=False)
         self.message = w.HTML("")
+        self._band = None                # (posterior, its 95 % band): percentiles once per posterior
         self.observed = ColumnDataSource(dict(x=[], y=[]), name="zoom_observed")
         self.model = ColumnDataSource(dict(x=[], median=[], lo=[], hi=[]), name="zoom_model")
         self.pipeline_source = ColumnDataSource(dict(x=[], y=[]), name="zoom_pipeline")
@@ -73,12 +74,14 @@ class ZoomPanel(w.VBox):
             if s.history_kind == "draw" and 0 <= s.selected_draw < len(spectra):
                 one = spectra[s.selected_draw]
                 return one, one, one
-            lo, med, hi = np.percentile(spectra, [2.5, 50, 97.5], axis=0)
-            return med, lo, hi
+            if self._band is None or self._band[0] is not s.posterior:     # once per posterior, not per redraw
+                lo, med, hi = np.percentile(spectra, [2.5, 50, 97.5], axis=0)
+                self._band = (s.posterior, (med, lo, hi))
+            return self._band[1]
         history = s.current_history()
         if history is None or s.preview is None:
             return None
-        flux = s.preview.spectrum(history, av=s.av, redshift=s.redshift, velocity_dispersion_kms=s.velocity_dispersion_kms)
+        flux = s.model_spectrum(history)
         return flux, flux, flux
 
     def refresh(self) -> None:
