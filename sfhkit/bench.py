@@ -101,12 +101,13 @@ def main_forward(args) -> int:
     return 0
 
 
-def bench_prior(prior=None, test_histories=None, *, n: int = 2000, steps: int = 500, seed: int = 0,
-                device: str = "cpu", plot_path=None) -> dict:
+def bench_prior(prior=None, test_histories=None, *, n: int = 2000, steps: int = 500, corrector_snr: float | None = None,
+                corrector_above_sigma: float | None = None, seed: int = 0, device: str = "cpu", plot_path=None) -> dict:
     """Quality of a prior against held-out histories (classifier AUC, KS distances, see
-    sfhkit.quality) and its sampling speed.  Defaults: the embedded prior and test set."""
+    sfhkit.quality) and its sampling speed.  Defaults: the embedded prior and test set, and
+    `Prior.sample`'s sampler."""
     from .data import load_histories
-    from .prior import Prior
+    from .prior import CORRECTOR_ABOVE_SIGMA, CORRECTOR_SNR, Prior
     from .quality import classifier_two_sample_auc, ks_distances, resolved
 
     prior = prior or Prior.default(device=device)
@@ -116,7 +117,9 @@ def bench_prior(prior=None, test_histories=None, *, n: int = 2000, steps: int = 
     n = min(n, len(test))
     test = test[np.random.default_rng(seed).permutation(len(test))[:n]]
     start = time.perf_counter()
-    draws = prior.sample(n, steps=steps, seed=seed, progress=False).double().cpu().numpy()
+    corrector = {"corrector_snr": CORRECTOR_SNR if corrector_snr is None else corrector_snr,
+                 "corrector_above_sigma": CORRECTOR_ABOVE_SIGMA if corrector_above_sigma is None else corrector_above_sigma}
+    draws = prior.sample(n, steps=steps, **corrector, seed=seed, progress=False).double().cpu().numpy()
     sample_s = time.perf_counter() - start
     finite = np.isfinite(draws).all(axis=(1, 2))
     draws = draws[finite]
@@ -129,7 +132,7 @@ def bench_prior(prior=None, test_histories=None, *, n: int = 2000, steps: int = 
 
         plot_prior_draws(draws, test, TimeBins(), plot_path)
     return {"prior": repr(prior), "training": prior.training_info, "n_test": int(n), "n_draws_finite": int(finite.sum()),
-            "steps": steps, "classifier_auc": round(auc, 4), "ks": ks, "ks_max": max(ks.values()),
+            "steps": steps, **corrector, "classifier_auc": round(auc, 4), "ks": ks, "ks_max": max(ks.values()),
             "goal": {"classifier_auc_max": 0.65, "ks_max": 0.1},
             "meets_goal": bool(auc <= 0.65 and max(ks.values()) <= 0.1),
             "samples_per_s": round(n / sample_s, 1), "device": str(prior.device),
@@ -145,8 +148,8 @@ def main_prior(args) -> int:
         from .data import read_histories
 
         test = read_histories(args.data).histories.values
-    print(json.dumps(bench_prior(prior, test, n=args.n, steps=args.steps, seed=args.seed, device=args.device,
-                                 plot_path=args.plot), indent=1))
+    print(json.dumps(bench_prior(prior, test, n=args.n, steps=args.steps, corrector_snr=args.corrector_snr,
+                                 corrector_above_sigma=args.corrector_above_sigma, seed=args.seed, device=args.device, plot_path=args.plot), indent=1))
     return 0
 
 

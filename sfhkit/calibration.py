@@ -79,9 +79,10 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int = 100, steps: in
         rng = np.random.default_rng(seed)
         indices = np.sort(rng.choice(test.sizes["galaxy"], size=n_galaxies, replace=False))
         true_histories = test.histories.values[indices]
-    else:   # seeds far from the sampler's (seed + start) so that truths and draws are independent
+    else:   # seeds far from the sampler's (seed + start) so that truths and draws are independent;
+        # drawn with the posterior sampler's integrator (Euler-Maruyama, no corrector): one prior for both
         indices = np.arange(n_galaxies)
-        true_histories = prior.sample(n_galaxies, seed=10**6 + seed, progress=False).cpu().numpy()
+        true_histories = prior.sample(n_galaxies, corrector_snr=0.0, seed=10**6 + seed, progress=False).cpu().numpy()
     started = time.perf_counter()
     posteriors = []
     for start in tqdm(range(0, n_galaxies, batch), desc="calibration batches", disable=not progress):

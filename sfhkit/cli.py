@@ -175,7 +175,8 @@ def _prior_sample(args) -> int:
     from .prior import Prior
 
     prior = Prior.load(args.checkpoint, device=args.device) if args.checkpoint else Prior.default(args.device)
-    draws = prior.sample(args.n, steps=args.steps, seed=args.seed, progress=not args.quiet).cpu().numpy()
+    draws = prior.sample(args.n, steps=args.steps, corrector_snr=args.corrector_snr,
+                         corrector_above_sigma=args.corrector_above_sigma, seed=args.seed, progress=not args.quiet).cpu().numpy()
     np.save(args.out, draws)
     print(json.dumps({"samples": args.out, "shape": list(draws.shape), "units": "sfr Msun/yr, log10 Z/Zsun"}))
     return 0
@@ -192,6 +193,16 @@ def _add_sampler_arguments(parser, n: int = 120, keep: int = 100, likelihood_cho
         parser.add_argument("--cla", default="jacobian", choices=["jacobian", "paper"], help="CLA variant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+
+
+def _add_corrector_arguments(parser):
+    from .prior import CORRECTOR_ABOVE_SIGMA, CORRECTOR_SNR
+
+    parser.add_argument("--corrector-snr", type=float, default=CORRECTOR_SNR,
+                        help=f"signal-to-noise of the Langevin corrector steps (default {CORRECTOR_SNR}; 0: the "
+                             f"paper's Euler-Maruyama alone)")
+    parser.add_argument("--corrector-above-sigma", type=float, default=CORRECTOR_ABOVE_SIGMA,
+                        help=f"correct only steps ending above this noise level (default {CORRECTOR_ABOVE_SIGMA})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("files", nargs="*")
     summ.set_defaults(func=summary.main)
 
+    from .prior import ASINH_SFR_SCALE
+
     prior = sub.add_parser("prior", help="the score-based prior: train, sample")
     prior_sub = prior.add_subparsers(dest="prior_command", required=True)
     train = prior_sub.add_parser(
@@ -325,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--arch", default="mlp", choices=["mlp", "ncsnpp"])
     train.add_argument("--hyperparameters", default=None, help="JSON overrides of the architecture's settings")
     train.add_argument("--transform", default="asinh", choices=["asinh", "zscore"])
-    train.add_argument("--sfr-scale", type=float, default=0.1,
-                       help="Msun/yr: the asinh transform is log-like above it, linear below (default 0.1)")
+    train.add_argument("--sfr-scale", type=float, default=ASINH_SFR_SCALE,
+                       help=f"Msun/yr: the asinh transform is log-like above it, linear below (default {ASINH_SFR_SCALE:g})")
     train.add_argument("--epochs", type=int, default=200)
     train.add_argument("--batch-size", type=int, default=256)
     train.add_argument("--lr", type=float, default=1e-3)
@@ -343,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", default=None, help="default: the embedded prior")
     sample.add_argument("--n", type=int, default=100)
     sample.add_argument("--steps", type=int, default=500)
+    _add_corrector_arguments(sample)
     sample.add_argument("--seed", type=int, default=None)
     sample.add_argument("--device", default="cpu")
     sample.add_argument("--out", default="prior_samples.npy")
@@ -365,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--cla", default="jacobian", choices=["jacobian", "paper"])
     cal.add_argument("--truths", default="test", choices=["test", "prior"],
                      help="true histories: test-set galaxies (default) or prior draws (checks the sampler alone)")
+    cal.add_argument("--corrector-snr", type=float, default=0.0,
+                     help="Langevin corrector of the posterior sampler and of prior truths (default 0: none)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--out", default=None, help="write the full JSON report here")
     cal.add_argument("--plot", default=None, help="save the coverage figure (PNG) here")
@@ -414,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--data", default=None, help="held-out histories file (default: the embedded test set)")
     pb.add_argument("--n", type=int, default=2000)
     pb.add_argument("--steps", type=int, default=500)
+    _add_corrector_arguments(pb)
     pb.add_argument("--seed", type=int, default=0)
     pb.add_argument("--device", default="cpu")
     pb.add_argument("--plot", default=None, help="also save a PNG of prior draws next to test histories")

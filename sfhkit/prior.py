@@ -8,8 +8,10 @@ Msun/yr, log10 Z/Zsun) and exposes the normalised space the diffusion runs in fo
 The normalisation lives with the network and travels in its checkpoint (`HistoryTransform`):
 
 * "zscore" (the paper): each channel and time bin z-scored with the training set's mean and std;
-* "asinh" (default, ours): SFR -> asinh(SFR / s) with s = `sfr_scale` Msun/yr, 0.1 unless set
-  (log-like above s, linear through zero, so empty bins are fine) and log Z clipped to the SSP grid's range [-2.5, 0.5]
+* "asinh" (default, ours): SFR -> asinh(SFR / s) with s = `sfr_scale` Msun/yr, 1e-3 unless set
+  (about one TNG50 star particle per 215 Myr bin: log-like down to the simulation's resolution,
+  linear through zero, so empty bins are fine; the first default, 0.1, made draws too bursty) and
+  log Z clipped to the SSP grid's range [-2.5, 0.5]
   (the 1e-11 of empty bins carries no light), then z-scored per channel and bin.
 
 Checkpoints are single files read with torch.load(weights_only=True): tensors, numbers and
@@ -34,8 +36,14 @@ SIGMA_MIN = 1e-3
 SIGMA_MAX = 16.0
 N_CHANNELS, N_BINS = 2, 64
 LOGZ_RANGE = (-2.5, 0.5)          # the SSP grid's metallicity range (log10 Z/Zsun)
-ASINH_SFR_SCALE = 0.1             # Msun/yr
+ASINH_SFR_SCALE = 1e-3            # Msun/yr, for new transforms
+LEGACY_SFR_SCALE = 0.1            # Msun/yr, of checkpoints written before sfr_scale was recorded
 MAX_SFR = 1e4                     # Msun/yr; "asinh" histories are capped here (no overflow far out in the noise)
+# Prior.sample's Langevin corrector (sfhkit.sampler): signal-to-noise 0.25 at noise levels above 0.1
+# (normalised units), where the coarse structure (formed mass, metallicity) is set; below, plain
+# Euler-Maruyama keeps the bin-to-bin scatter right.  Chosen by measurement (README, "The prior").
+CORRECTOR_SNR = 0.25
+CORRECTOR_ABOVE_SIGMA = 0.1
 CHECKPOINT_FORMAT = "sfhkit prior"
 CHECKPOINT_VERSION = 1
 
@@ -81,7 +89,7 @@ class HistoryTransform(nn.Module):
     @classmethod
     def from_state(cls, state: dict) -> "HistoryTransform":
         """Inverse of `state()`; checkpoints written before sfr_scale existed used 0.1 Msun/yr."""
-        return cls(state["kind"], state["mean"], state["std"], float(state.get("sfr_scale", ASINH_SFR_SCALE)))
+        return cls(state["kind"], state["mean"], state["std"], float(state.get("sfr_scale", LEGACY_SFR_SCALE)))
 
     def normalise(self, histories: torch.Tensor) -> torch.Tensor:
         h = torch.as_tensor(histories, dtype=self.mean.dtype, device=self.mean.device)
@@ -187,10 +195,13 @@ class Prior:
         return self.model.loss_fn(x_normalised)
 
     @torch.no_grad()
-    def sample_normalised(self, n: int, steps: int = 500, *, seed: int | None = None, progress: bool = True,
-                          batch_size: int = 4096) -> torch.Tensor:
-        """Euler-Maruyama integration of the reverse VE SDE from t = 1 to t = 0 (the paper's
-        sampler, without a likelihood; `sfhkit.sampler.reverse_diffusion`), normalised space."""
+    def sample_normalised(self, n: int, steps: int = 500, *, corrector_snr: float = CORRECTOR_SNR,
+                          corrector_above_sigma: float = CORRECTOR_ABOVE_SIGMA, seed: int | None = None,
+                          progress: bool = True, batch_size: int = 4096) -> torch.Tensor:
+        """Draws in the normalised space: the reverse VE SDE from t = 1 to t = 0 with Euler-Maruyama
+        steps, those that end above the noise level `corrector_above_sigma` followed by a Langevin
+        corrector step of signal-to-noise `corrector_snr` (0: none, the paper's sampler);
+        `sfhkit.sampler.reverse_diffusion`."""
         from tqdm.auto import tqdm
 
         from .sampler import make_generator, reverse_diffusion
@@ -201,15 +212,22 @@ class Prior:
         self.network.eval()
         with tqdm(total=n * steps, desc="prior samples", unit="step", unit_scale=True, disable=not progress) as bar:
             x = torch.cat([reverse_diffusion(self, min(batch_size, n - start), steps, generator=generator,
-                                             progress_bar=bar) for start in range(0, n, batch_size)])
+                                             progress_bar=bar, corrector_snr=corrector_snr,
+                                             corrector_above_sigma=corrector_above_sigma)
+                           for start in range(0, n, batch_size)])
         if not torch.isfinite(x).all():
             warnings.warn(f"{int((~torch.isfinite(x)).any(-1).any(-1).sum())} of {n} prior draws are not finite "
                           f"(sampling diverged); try more steps", RuntimeWarning, stacklevel=2)
         return x
 
-    def sample(self, n: int, steps: int = 500, *, seed: int | None = None, progress: bool = True) -> torch.Tensor:
-        """n physical histories (n, 2, 64) on the prior's device: SFR in Msun/yr, log10 Z/Zsun."""
-        return self.transform.physical(self.sample_normalised(n, steps, seed=seed, progress=progress))
+    def sample(self, n: int, steps: int = 500, *, corrector_snr: float = CORRECTOR_SNR,
+               corrector_above_sigma: float = CORRECTOR_ABOVE_SIGMA, seed: int | None = None,
+               progress: bool = True) -> torch.Tensor:
+        """n physical histories (n, 2, 64) on the prior's device: SFR in Msun/yr, log10 Z/Zsun
+        (`sample_normalised` for the sampler's settings)."""
+        return self.transform.physical(self.sample_normalised(
+            n, steps, corrector_snr=corrector_snr, corrector_above_sigma=corrector_above_sigma, seed=seed,
+            progress=progress))
 
     def to(self, device) -> "Prior":
         self.device = torch.device(device)

@@ -14,6 +14,7 @@ same weights as one that was never interrupted (tested on CPU).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -134,7 +135,8 @@ def train_prior(train_histories, out_dir, config: TrainingConfig = TrainingConfi
     for epoch in bar:
         if config.lr_schedule == "cosine":
             for group in optimiser.param_groups:
-                group["lr"] = config.learning_rate * 0.5 * (1 + np.cos(np.pi * epoch / config.epochs))
+                # a Python float: a NumPy scalar here would make state.pt unreadable with weights_only=True
+                group["lr"] = config.learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
         torch.manual_seed(config.seed * 100003 + epoch)
         order = np.random.default_rng([config.seed, epoch]).permutation(len(data))
         prior.network.train()

@@ -183,6 +183,26 @@ def test_fine_tuning_from_a_checkpoint_with_cosine_decay(histories, tmp_path):
         tiny_config(lr_schedule="step")
 
 
+def test_cosine_run_resumes_after_interruption(histories, tmp_path):
+    """A cosine-schedule run stopped mid-way resumes to the uninterrupted run's weights (its state.pt
+    once held a NumPy learning rate, which loading with weights_only=True refused)."""
+    config = tiny_config(epochs=4, lr_schedule="cosine", checkpoint_every=1)
+    whole = train_prior(histories, tmp_path / "whole", config, progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_epoch_three(epoch, loss):
+        if epoch == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_prior(histories, tmp_path / "cut", config, progress=False, on_epoch=stop_at_epoch_three)
+    resumed = train_prior(histories, tmp_path / "cut", config, progress=False)
+    for name, value in whole.network.state_dict().items():
+        assert torch.equal(value, resumed.network.state_dict()[name]), name
+
+
 def test_unseeded_sampling_leaves_the_global_generator_alone():
     prior = Prior("mlp", TINY)
     torch.manual_seed(7)

@@ -82,11 +82,22 @@ def problem():
     return model, obs, mean, covariance
 
 
-def _sample(problem, n, steps, seed=0, kind="cla", **kw):
+def _sample(problem, n, steps, seed=0, kind="cla", corrector_snr=0.0, **kw):
     model, obs, _, _ = problem
     prior = GaussianPrior()
     like = SpectrumLikelihood(obs, model, prior.transform, kind=kind, **kw)
-    return reverse_diffusion(prior, n, steps, likelihood=like, generator=make_generator(seed, "cpu"), **{})
+    return reverse_diffusion(prior, n, steps, likelihood=like, generator=make_generator(seed, "cpu"),
+                             corrector_snr=corrector_snr)
+
+
+def _check_against_analytic(x, mean, covariance, tolerance=0.1):
+    """Means within `tolerance` posterior standard deviations, variances within `tolerance` (relative)
+    along every eigendirection of the posterior covariance."""
+    eigenvalues, vectors = np.linalg.eigh(covariance)
+    projected = (x - mean) @ vectors                     # posterior: independent, variances = eigenvalues
+    assert np.all(np.abs(projected.mean(0)) / np.sqrt(eigenvalues) < tolerance)
+    ratio = projected.var(0) / eigenvalues
+    assert np.all(np.abs(ratio - 1) < tolerance), ratio.round(3)
 
 
 def test_jacobian_cla_recovers_the_analytic_posterior(problem):
@@ -94,14 +105,25 @@ def test_jacobian_cla_recovers_the_analytic_posterior(problem):
     eigendirection of the posterior covariance, with 3000 draws (statistical error about 0.02 and 3 %)."""
     _, _, mean, covariance = problem
     x = _sample(problem, n=3000, steps=400)[:, 0].double().numpy()
-    eigenvalues, vectors = np.linalg.eigh(covariance)
-    projected = (x - mean) @ vectors                     # posterior: independent, variances = eigenvalues
-    assert np.all(np.abs(projected.mean(0)) / np.sqrt(eigenvalues) < 0.1)
-    ratio = projected.var(0) / eigenvalues
-    assert np.all(np.abs(ratio - 1) < 0.1), ratio.round(3)
+    _check_against_analytic(x, mean, covariance)
     # The metallicity channel has no likelihood: it stays the prior, N(0, 1).
     z = _sample(problem, n=3000, steps=400)[:, 1].double().numpy()
     assert abs(z.var() - 1) < 0.05 and abs(z.mean()) < 0.05
+
+
+def test_langevin_corrector_samples_the_prior_and_is_refused_with_a_likelihood(problem):
+    """The predictor-corrector sampler (Prior.sample's default) with an exact score recovers N(0, I):
+    means within 0.1 and the variance, averaged over the 128 dimensions, within 8 % (measured: 1.058
+    with the corrector at snr 0.16, the discretisation bias of unadjusted Langevin steps; 1.001
+    without; statistical error 0.003).  With the CLA likelihood the corrector inflated the
+    best-constrained posterior variances up to twofold, so that combination is refused."""
+    draws = reverse_diffusion(GaussianPrior(), 3000, 200, generator=make_generator(1, "cpu"),
+                              corrector_snr=0.16).flatten(1).double().numpy()
+    assert np.all(np.abs(draws.mean(0)) < 0.1) and abs(draws.var(0).mean() - 1) < 0.08
+    with pytest.raises(ValueError, match="corrector_snr"):
+        reverse_diffusion(GaussianPrior(), 2, 2, generator=make_generator(1, "cpu"), corrector_snr=-1.0)
+    with pytest.raises(ValueError, match="prior sampling only"):
+        _sample(problem, n=2, steps=2, corrector_snr=0.16)
 
 
 def test_paper_cla_and_dps_run_and_approach_the_mean(problem):
