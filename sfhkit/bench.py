@@ -135,8 +135,23 @@ def bench_prior(prior=None, test_histories=None, *, n: int = 2000, steps: int = 
             "steps": steps, **corrector, "classifier_auc": round(auc, 4), "ks": ks, "ks_max": max(ks.values()),
             "goal": {"classifier_auc_max": 0.65, "ks_max": 0.1},
             "meets_goal": bool(auc <= 0.65 and max(ks.values()) <= 0.1),
-            "samples_per_s": round(n / sample_s, 1), "device": str(prior.device),
-            "torch_threads": torch.get_num_threads()}
+            "samples_per_s": round(n / sample_s, 1), "corrector_speed": corrector_speed(prior, steps, corrector),
+            "device": str(prior.device), "torch_threads": torch.get_num_threads()}
+
+
+def corrector_speed(prior, steps: int, corrector: dict, n: int = 500, repeats: int = 2) -> dict:
+    """Samples per second of `prior.sample` with the plain Euler-Maruyama steps and with
+    `corrector`, interleaved in one process (best of `repeats`), and the ratio of their times."""
+    settings = {"plain_euler_maruyama": {"corrector_snr": 0.0}, "with_corrector": corrector}
+    prior.sample(16, steps=4, progress=False)   # warm-up
+    best = dict.fromkeys(settings, float("inf"))
+    for _ in range(repeats):
+        for name, kwargs in settings.items():
+            start = time.perf_counter()
+            prior.sample(n, steps=steps, seed=0, progress=False, **kwargs)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {"n": n, "samples_per_s": {name: round(n / seconds, 1) for name, seconds in best.items()},
+            "time_ratio": round(best["with_corrector"] / best["plain_euler_maruyama"], 2)}
 
 
 def main_prior(args) -> int:

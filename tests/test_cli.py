@@ -79,11 +79,12 @@ def test_prior_train_sample_and_bench(tmp_path, capsys):
     capsys.readouterr()
     assert np.load(tmp_path / "s.npy").shape == (5, 2, 64)
     assert main(["bench", "prior", "--checkpoint", str(run / "prior.pt"), "--data", str(data), "--n", "200",
-                 "--steps", "10", "--plot", str(tmp_path / "draws.png")]) == 0
+                 "--steps", "10", "--corrector-snr", "0.2", "--plot", str(tmp_path / "draws.png")]) == 0
     assert (tmp_path / "draws.png").read_bytes()[:4] == b"\x89PNG"
     report = json.loads(capsys.readouterr().out)
     assert 0 <= report["classifier_auc"] <= 1 and set(report["ks"]) >= {"t50_gyr", "burstiness_dex"}
     assert report["goal"] == {"classifier_auc_max": 0.65, "ks_max": 0.1}
+    assert report["corrector_snr"] == 0.2 and report["corrector_speed"]["time_ratio"] > 0
 
 
 def test_calibrate_and_bench_posterior_run_with_small_settings(grid, tmp_path, capsys):
