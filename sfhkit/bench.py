@@ -164,7 +164,8 @@ def main_prior(args) -> int:
 
         test = read_histories(args.data).histories.values
     print(json.dumps(bench_prior(prior, test, n=args.n, steps=args.steps, corrector_snr=args.corrector_snr,
-                                 corrector_above_sigma=args.corrector_above_sigma, seed=args.seed, device=args.device, plot_path=args.plot), indent=1))
+                                 corrector_above_sigma=args.corrector_above_sigma, seed=args.seed,
+                                 device=args.device, plot_path=args.plot), indent=1))
     return 0
 
 

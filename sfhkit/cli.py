@@ -176,7 +176,8 @@ def _prior_sample(args) -> int:
 
     prior = Prior.load(args.checkpoint, device=args.device) if args.checkpoint else Prior.default(args.device)
     draws = prior.sample(args.n, steps=args.steps, corrector_snr=args.corrector_snr,
-                         corrector_above_sigma=args.corrector_above_sigma, seed=args.seed, progress=not args.quiet).cpu().numpy()
+                         corrector_above_sigma=args.corrector_above_sigma, seed=args.seed,
+                         progress=not args.quiet).cpu().numpy()
     np.save(args.out, draws)
     print(json.dumps({"samples": args.out, "shape": list(draws.shape), "units": "sfr Msun/yr, log10 Z/Zsun"}))
     return 0
@@ -379,8 +380,6 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--cla", default="jacobian", choices=["jacobian", "paper"])
     cal.add_argument("--truths", default="test", choices=["test", "prior"],
                      help="true histories: test-set galaxies (default) or prior draws (checks the sampler alone)")
-    cal.add_argument("--corrector-snr", type=float, default=0.0,
-                     help="Langevin corrector of the posterior sampler and of prior truths (default 0: none)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--out", default=None, help="write the full JSON report here")
     cal.add_argument("--plot", default=None, help="save the coverage figure (PNG) here")
