@@ -100,6 +100,9 @@ def reverse_diffusion(prior, n: int, steps: int, *, likelihood=None, generator, 
     shape = (n,) + tuple(prior.event_shape)
     x = _standard_normal(shape, generator, device) * prior.sigma_max
     times = torch.linspace(1.0, 0.0, steps + 1, device=device)
+    # whether the step ending at times[i] is followed by a corrector step: decided once, not per step
+    # (reading a noise level back from the device each step would synchronise a GPU)
+    corrected = (prior.sigma(times) > corrector_above_sigma).tolist() if corrector_snr > 0 else [False] * (steps + 1)
     for i in range(steps):
         if cancel is not None and cancel.is_set():
             raise SamplingCancelled(f"sampling cancelled at step {i} of {steps}")
@@ -110,7 +113,7 @@ def reverse_diffusion(prior, n: int, steps: int, *, likelihood=None, generator, 
         if i < steps - 1:
             noise = _standard_normal(shape, generator, device)
             x = (mean + g2.sqrt() * noise * math.sqrt(-float(dt))).detach()
-            if corrector_snr > 0 and float(prior.sigma(times[i + 1])) > corrector_above_sigma:
+            if corrected[i + 1]:
                 with torch.no_grad():
                     score = prior.score(times[i + 1].expand(n), x)
                 x = langevin_step(x, score, _standard_normal(shape, generator, device), corrector_snr)
