@@ -269,6 +269,17 @@ class ForwardModel(torch.nn.Module):
         d_logz = (sfr * inside / self.logz_step).unsqueeze(-1) * (t_hi - t_lo)
         return coefficients, d_sfr, d_logz
 
+    def coefficients_only(self, history: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """The coefficients alone (batch, K), as `coefficient_jacobian` gives them, by one dense
+        product of the (batch, active bins x grid metallicities) SFR weights with the table: cheaper
+        than gathering each bin's two table rows when no derivative is needed (the sampler's line
+        search evaluates many trial histories)."""
+        lower, _, w_lo, w_hi = self._metallicity_weights(history)
+        weights = torch.zeros(lower.shape + (self.n_logz,), dtype=table.dtype, device=table.device)
+        weights.scatter_(2, lower.unsqueeze(-1), w_lo.unsqueeze(-1).to(table.dtype))
+        weights.scatter_add_(2, (lower + 1).unsqueeze(-1), w_hi.unsqueeze(-1).to(table.dtype))
+        return weights.flatten(1) @ table.reshape(-1, table.shape[-1])
+
     def surviving_mass_msun(self, history: torch.Tensor) -> torch.Tensor:
         """Stellar mass still alive at t(z) (Msun; living fraction of the SSP grid), per history
         (batch, 2, n_bins) -> (batch,), or a scalar tensor for one (2, n_bins) history."""

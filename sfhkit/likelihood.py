@@ -57,6 +57,7 @@ import torch
 LIKELIHOODS = ("cla", "dps")
 CLA_VARIANTS = ("jacobian", "paper")
 CLA_DRAWS = 1000                 # the paper's number of draws for diag(A A^T)
+LINE_SEARCH_HALVINGS = 12        # Jacobian CLA: step lengths 1, 1/2, ..., 1/2048 tried (then 0)
 DEFAULT_CLIP = 3.0               # likelihood score norm <= DEFAULT_CLIP * sqrt(dim) / sigma_t (paper CLA, DPS)
 
 
@@ -234,12 +235,58 @@ class SpectrumLikelihood:
         system = r2 * torch.bmm(normal, torch.bmm(jacobian.transpose(1, 2), jacobian))
         system.diagonal(dim1=1, dim2=2).add_(1.0)
         solved = torch.linalg.solve(system, residual.unsqueeze(-1))
-        step = (torch.bmm(jacobian, solved).squeeze(-1) / (1 + s2.double().view(-1, 1))).to(x_t.dtype)
+        # The shift of the denoised history that the linearised proximal problem asks for,
+        # r^2 K^T (I + r^2 M K K^T)^-1 u, shortened by a backtracking line search (`_line_search`).
+        shift = r2.view(-1, 1) * torch.bmm(jacobian, solved).squeeze(-1)                      # (B, 2 bins)
+        alpha = self._line_search(x0.detach(), shift, active, r2.view(-1), coefficients.double(),
+                                  torch.bmm(jacobian, residual.unsqueeze(-1)).squeeze(-1))
+        step = (alpha.view(-1, 1) * shift / s2.double().view(-1, 1)).to(x_t.dtype)            # sigma^-2 * shift
         out = torch.zeros_like(x_t)
         n_active = active.numel()
         out[:, 0, active] = step[:, :n_active]
         out[:, 1, active] = step[:, n_active:]
         return out
+
+    def _line_search(self, x0, shift, active, r2, coefficients, gradient):
+        """Step lengths alpha in {1, 1/2, ..., 2^-(LINE_SEARCH_HALVINGS-1)}, or 0, per draw: the largest
+        that satisfies Armijo's condition on the proximal objective the Gauss-Newton step linearises,
+
+            f(x) = 1/2 c(x)^T M c(x) - b^T c(x) + |x - x0|^2 / (2 r^2)
+
+        (chi^2 / 2 up to a constant, plus the term of p(x0 | x_t) = N(x0, r^2 I)), that is
+        f(x0 + alpha shift) <= f(x0) - 1e-4 alpha (K^T u) . shift, with `gradient` = K^T u (B, 2 bins)
+        the negative gradient of the chi^2 term at x0 (the shift is a descent direction).  For a linear
+        model f is quadratic and alpha = 1, its exact minimiser, always passes: the analytic posterior
+        is unchanged.  With the prior's log-like SFR transform a full step can overshoot by orders of
+        magnitude (a bin whose SFR is already large has the largest Jacobian, so it takes most of the
+        shift, and its light grows exponentially along it); the search shortens such a step instead of
+        letting the draw run away to the SFR cap.  Only the draws that fail are tried again, halved."""
+        n, n_active = shift.shape[0], active.numel()
+        normal = self._rows(self.normal_matrix, n)
+        projected = self._rows(self.projected_flux, n)
+
+        def half_chi2(c, rows):                 # 1/2 c^T M c - b^T c per draw, float64
+            return 0.5 * torch.einsum("bk,bkl,bl->b", c, normal[rows], c) - (c * projected[rows]).sum(-1)
+
+        f0 = half_chi2(coefficients, slice(None))
+        slope = -(gradient * shift).sum(-1)                                           # directional derivative
+        step_norm2 = (shift ** 2).sum(-1) / (2 * r2)
+        alpha = torch.zeros(n, dtype=torch.float64, device=shift.device)
+        pending = torch.arange(n, device=shift.device)
+        for halving in range(LINE_SEARCH_HALVINGS):
+            a = 0.5 ** halving
+            trial = x0[pending].clone()
+            moved = (a * shift[pending]).to(x0.dtype)
+            trial[:, 0, active] += moved[:, :n_active]
+            trial[:, 1, active] += moved[:, n_active:]
+            c = self.forward_model.coefficients_only(self.transform.physical(trial), self.table).double()
+            f = half_chi2(c, pending) + a ** 2 * step_norm2[pending]
+            ok = f <= f0[pending] + 1e-4 * a * slope[pending]
+            alpha[pending[ok]] = a
+            pending = pending[~ok]
+            if pending.numel() == 0:
+                break
+        return alpha
 
     def chi2(self, histories_physical: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Model spectra of physical histories, chi^2 and mean |residual|/sigma over unmasked pixels

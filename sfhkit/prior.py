@@ -197,11 +197,12 @@ class Prior:
     @torch.no_grad()
     def sample_normalised(self, n: int, steps: int = 500, *, corrector_snr: float = CORRECTOR_SNR,
                           corrector_above_sigma: float = CORRECTOR_ABOVE_SIGMA, seed: int | None = None,
-                          progress: bool = True, batch_size: int = 4096) -> torch.Tensor:
-        """Draws in the normalised space: the reverse VE SDE from t = 1 to t = 0 with Euler-Maruyama
-        steps, those that end above the noise level `corrector_above_sigma` followed by a Langevin
-        corrector step of signal-to-noise `corrector_snr` (0: none, the paper's sampler);
-        `sfhkit.sampler.reverse_diffusion`."""
+                          progress: bool = True, batch_size: int = 4096,
+                          integrator: str = "ancestral") -> torch.Tensor:
+        """Draws in the normalised space: the reverse VE SDE from t = 1 to t = 0 with ancestral
+        steps (or the paper's Euler-Maruyama), those that end above the noise level
+        `corrector_above_sigma` followed by a Langevin corrector step of signal-to-noise
+        `corrector_snr` (0: none); `sfhkit.sampler.reverse_diffusion`."""
         from tqdm.auto import tqdm
 
         from .sampler import make_generator, reverse_diffusion
@@ -213,7 +214,7 @@ class Prior:
         with tqdm(total=n * steps, desc="prior samples", unit="step", unit_scale=True, disable=not progress) as bar:
             x = torch.cat([reverse_diffusion(self, min(batch_size, n - start), steps, generator=generator,
                                              progress_bar=bar, corrector_snr=corrector_snr,
-                                             corrector_above_sigma=corrector_above_sigma)
+                                             corrector_above_sigma=corrector_above_sigma, integrator=integrator)
                            for start in range(0, n, batch_size)])
         if not torch.isfinite(x).all():
             warnings.warn(f"{int((~torch.isfinite(x)).any(-1).any(-1).sum())} of {n} prior draws are not finite "
@@ -222,12 +223,12 @@ class Prior:
 
     def sample(self, n: int, steps: int = 500, *, corrector_snr: float = CORRECTOR_SNR,
                corrector_above_sigma: float = CORRECTOR_ABOVE_SIGMA, seed: int | None = None,
-               progress: bool = True) -> torch.Tensor:
+               progress: bool = True, integrator: str = "ancestral") -> torch.Tensor:
         """n physical histories (n, 2, 64) on the prior's device: SFR in Msun/yr, log10 Z/Zsun
         (`sample_normalised` for the sampler's settings)."""
         return self.transform.physical(self.sample_normalised(
             n, steps, corrector_snr=corrector_snr, corrector_above_sigma=corrector_above_sigma, seed=seed,
-            progress=progress))
+            progress=progress, integrator=integrator))
 
     def to(self, device) -> "Prior":
         self.device = torch.device(device)

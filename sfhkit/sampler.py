@@ -1,22 +1,41 @@
 """Diffusion posterior sampling: the reverse variance-exploding SDE with a likelihood score.
 
-    x_{i+1} = x_i + g_i^2 |dt| [s_prior(x_i, t_i) + s_like(x_i, t_i)] + g_i sqrt(|dt|) z_i
+The reverse SDE is integrated from t = 1 (x ~ N(0, sigma_max^2 I)) to t = 0 on `steps` equal steps
+of t (geometric in the noise level sigma).  Two integrators (`integrator`):
 
-from t = 1 (x ~ N(0, sigma_max^2 I)) to t = 0 on `steps` equal steps of t (geometric in sigma),
-Euler-Maruyama as in the paper, the last step without noise.  Without a likelihood it samples the
-prior (`Prior.sample` uses the same loop).  With `corrector_snr` r > 0 each step but the last that
-ends above the noise level `corrector_above_sigma` is followed by one Langevin corrector step at
-the new time (the predictor-corrector sampler of Song et al. 2021, their Algorithm 4, with the
-step size per draw rather than per batch, so that a draw does not depend on what else is in the
-batch):
+* "ancestral" (default): the exact Gaussian transition of the VE forward process, run backwards
+  (Song et al. 2021's ancestral-sampling predictor for SMLD; Ho et al. 2020's sampler in VE form),
+  from noise level s_i to s_(i+1) < s_i:
+
+      x_(i+1) = x_i + (s_i^2 - s_(i+1)^2) s(x_i, t_i) + sqrt(s_(i+1)^2 (s_i^2 - s_(i+1)^2) / s_i^2) z_i
+
+  and the last step goes to noise level 0: x = x + s^2 s(x, t), Tweedie's denoised estimate.  The
+  step moves x a fraction 1 - s_(i+1)^2 / s_i^2 < 1 of the way to the denoised history
+  x + s_i^2 s(x_i) and adds exactly the noise that leaves x at level s_(i+1), for any step size.
+* "euler-maruyama" (the paper's):
+
+      x_(i+1) = x_i + g_i^2 |dt| s(x_i, t_i) + g_i sqrt(|dt|) z_i,    g^2 = d sigma^2 / dt,
+
+  the last step without noise.  Its drift coefficient g_i^2 |dt| = 2 ln(sigma_max / sigma_min) s_i^2 / steps
+  exceeds s_i^2 when steps < 2 ln(sigma_max / sigma_min) = 19.4, so it overshoots the denoised
+  history, and at any coarse step its noise leaves x far above the next noise level (at 15 steps
+  the noise is 2.2 times the level the network is evaluated at, step after step).  The network then
+  sees inputs unlike anything it was trained on, and the prior's log-like SFR transform turns the
+  error into SFRs at the 1e4 Msun/yr cap: at 15 steps every draw of the default prior ran there.
+  Kept for comparison (`sfhkit bench stability`).
+
+With `corrector_snr` r > 0 each step but the last that ends above the noise level
+`corrector_above_sigma` is followed by one Langevin corrector step at the new time (the
+predictor-corrector sampler of Song et al. 2021, their Algorithm 4, with the step size per draw
+rather than per batch, so that a draw does not depend on what else is in the batch):
 
     x <- x + e s(x, t) + sqrt(2 e) z,    e = 2 (r |z| / |s(x, t)|)^2,    z ~ N(0, I)
 
 It costs a second score evaluation per step and is for the prior alone: with the CLA likelihood
 score, which is not the exact score of the diffused posterior, the corrector inflated the variance
-of the best-constrained directions of the analytic test problem up to twofold, where plain
-Euler-Maruyama recovers it to 10 % (tests/test_sampler.py), so `reverse_diffusion` refuses the
-two together and `sample_posterior` uses the paper's Euler-Maruyama.
+of the best-constrained directions of the analytic test problem up to twofold, where the plain
+predictor recovers it to 10 % (tests/test_sampler.py), so `reverse_diffusion` refuses the two
+together and `sample_posterior` uses the predictor alone.
 
 Everything is batched: n samples of one observation, or n samples of each of several observations
 (with one forward model, or several: consecutive observations sharing a model form one likelihood
@@ -41,6 +60,8 @@ import torch
 from .likelihood import SpectrumLikelihood
 
 DEFAULT_STEPS = 250
+INTEGRATORS = ("ancestral", "euler-maruyama")
+DEFAULT_INTEGRATOR = "ancestral"
 
 
 class SamplingCancelled(RuntimeError):
@@ -81,16 +102,20 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, noise: torch.Tensor, snr
 
 
 def reverse_diffusion(prior, n: int, steps: int, *, likelihood=None, generator, progress_bar=None, callback=None,
-                      cancel=None, corrector_snr: float = 0.0, corrector_above_sigma: float = 0.0) -> torch.Tensor:
+                      cancel=None, corrector_snr: float = 0.0, corrector_above_sigma: float = 0.0,
+                      integrator: str = DEFAULT_INTEGRATOR) -> torch.Tensor:
     """Integrate the reverse SDE for n samples (normalised space, shape (n, *prior.event_shape)).
 
     likelihood : anything with SpectrumLikelihood's score(t, x, prior) (or None: the prior);
     generator : a torch.Generator, or a list of (generator, rows) for per-block noise;
     callback(step, steps) is called after every step; `cancel` is anything with is_set();
-    corrector_snr : 0 for plain Euler-Maruyama, > 0 for a Langevin corrector step after each
-        step but the last that ends at a noise level above `corrector_above_sigma` (module docstring)."""
+    corrector_snr : 0 for the predictor alone, > 0 for a Langevin corrector step after each
+        step but the last that ends at a noise level above `corrector_above_sigma`;
+    integrator : "ancestral" (default) or "euler-maruyama" (the paper's); module docstring."""
     if n < 1 or steps < 1:
         raise ValueError(f"need n >= 1 and steps >= 1, got n={n}, steps={steps}")
+    if integrator not in INTEGRATORS:
+        raise ValueError(f"integrator must be one of {INTEGRATORS}, got {integrator!r}")
     if not (math.isfinite(corrector_snr) and corrector_snr >= 0):
         raise ValueError(f"corrector_snr must be >= 0, got {corrector_snr}")
     if corrector_snr > 0 and likelihood is not None:
@@ -100,25 +125,36 @@ def reverse_diffusion(prior, n: int, steps: int, *, likelihood=None, generator, 
     shape = (n,) + tuple(prior.event_shape)
     x = _standard_normal(shape, generator, device) * prior.sigma_max
     times = torch.linspace(1.0, 0.0, steps + 1, device=device)
-    # whether the step ending at times[i] is followed by a corrector step: decided once, not per step
-    # (reading a noise level back from the device each step would synchronise a GPU)
-    corrected = (prior.sigma(times) > corrector_above_sigma).tolist() if corrector_snr > 0 else [False] * (steps + 1)
+    # Noise levels at the step ends, as Python floats, and whether each is followed by a corrector
+    # step: decided once, not per step (reading a value back from the device each step would
+    # synchronise a GPU).  The ancestral sampler's last step ends at noise level 0.
+    levels = prior.sigma(times).tolist()
+    if integrator == "ancestral":
+        levels[-1] = 0.0
+    corrected = [corrector_snr > 0 and level > corrector_above_sigma for level in levels]
     for i in range(steps):
         if cancel is not None and cancel.is_set():
             raise SamplingCancelled(f"sampling cancelled at step {i} of {steps}")
         t = times[i].expand(n)
-        dt = times[i + 1] - times[i]  # negative
-        g2 = prior.diffusion(t).view(-1, *([1] * (x.dim() - 1))) ** 2
-        mean = x - g2 * _total_score(prior, likelihood, t, x) * dt
-        if i < steps - 1:
-            noise = _standard_normal(shape, generator, device)
-            x = (mean + g2.sqrt() * noise * math.sqrt(-float(dt))).detach()
+        score = _total_score(prior, likelihood, t, x)
+        last = i == steps - 1
+        if integrator == "ancestral":
+            drop = levels[i] ** 2 - levels[i + 1] ** 2            # s_i^2 - s_(i+1)^2
+            mean = x + drop * score
+            noise_std = math.sqrt(levels[i + 1] ** 2 * drop) / levels[i]
+        else:
+            dt = float(times[i + 1] - times[i])                     # negative
+            g2 = prior.diffusion(t).view(-1, *([1] * (x.dim() - 1))) ** 2
+            mean = x - g2 * score * dt
+            noise_std = g2.sqrt() * math.sqrt(-dt)
+        if last:
+            x = mean.detach()
+        else:
+            x = (mean + noise_std * _standard_normal(shape, generator, device)).detach()
             if corrected[i + 1]:
                 with torch.no_grad():
-                    score = prior.score(times[i + 1].expand(n), x)
-                x = langevin_step(x, score, _standard_normal(shape, generator, device), corrector_snr)
-        else:
-            x = mean.detach()
+                    corrector_score = prior.score(times[i + 1].expand(n), x)
+                x = langevin_step(x, corrector_score, _standard_normal(shape, generator, device), corrector_snr)
         if progress_bar is not None:
             progress_bar.update(n)
         if callback is not None:
@@ -139,7 +175,8 @@ def _likelihood_groups(observations, forward_models):
 
 def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 120, keep: int = 100,
                      likelihood: str = "cla", cla: str = "jacobian", steps: int = DEFAULT_STEPS, device=None,
-                     seed=None, clip="auto", progress: bool = True, callback=None, cancel=None):
+                     seed=None, clip="auto", progress: bool = True, callback=None, cancel=None,
+                     integrator: str = DEFAULT_INTEGRATOR):
     """Posterior histories for one observation, or for a list of them sampled in one batch (one
     network call per step for all; then a list of Posteriors).
 
@@ -152,7 +189,8 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
     n, keep : draws made and kept (best `keep` by mean |residual| / sigma over unmasked pixels)
     likelihood : "cla" (default) or "dps"; cla : the CLA variant, "jacobian" (default) or "paper";
         clip : likelihood-score clipping, "auto" by default (see sfhkit.likelihood)
-    steps : reverse-SDE steps; device : "cpu", "cuda", ... (default: the prior's; another device
+    steps : reverse-SDE steps; integrator : "ancestral" (default) or "euler-maruyama" (the paper's;
+        module docstring); device : "cpu", "cuda", ... (default: the prior's; another device
         moves the prior there)
     seed : fixes the result; for a list of observations, a list of seeds gives each observation
         its own random numbers (its draws then do not depend on what else is in the batch, up to
@@ -191,7 +229,8 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
     likes = [SpectrumLikelihood(observations[a:b], models[a], prior.transform, kind=likelihood, cla=cla, clip=clip)
              for a, b in groups]
     like = likes[0] if len(likes) == 1 else LikelihoodGroups(likes, [n * (b - a) for a, b in groups])
-    config = {"n": n, "keep": keep, "likelihood": likelihood, "cla": cla, "steps": steps, "clip": clip,
+    config = {"n": n, "keep": keep, "likelihood": likelihood, "cla": cla, "steps": steps, "integrator": integrator,
+              "clip": clip,
               "device": str(prior.device), "prior": repr(prior)}
     generator = ([(make_generator(s, prior.device), n) for s in seeds] if seeds is not None
                  else make_generator(seed, prior.device))
@@ -200,7 +239,7 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
     with tqdm(total=n * len(observations) * steps, desc="posterior samples", unit="step", unit_scale=True,
               disable=not progress) as bar:
         x = reverse_diffusion(prior, n * len(observations), steps, likelihood=like, generator=generator,
-                              progress_bar=bar, callback=callback, cancel=cancel)
+                              progress_bar=bar, callback=callback, cancel=cancel, integrator=integrator)
     bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
     if bad:
         warnings.warn(f"{bad} of {x.shape[0]} posterior draws are not finite (sampling diverged); try more steps",

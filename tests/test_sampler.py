@@ -58,6 +58,9 @@ class LinearModel(torch.nn.Module):
         d_sfr = table[:, 0].expand(sfr.shape[0], -1, -1)
         return torch.einsum("bn,bnk->bk", sfr, d_sfr), d_sfr, torch.zeros_like(d_sfr)
 
+    def coefficients_only(self, history, table):
+        return self.coefficient_jacobian(history, table)[0]
+
     def forward(self, history, av=None, validate=True):
         return self.coefficient_jacobian(history, self._table)[0] @ self._basis
 
