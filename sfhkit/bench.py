@@ -259,3 +259,103 @@ def main_batch(args) -> int:
     print(json.dumps(bench_batch(galaxies=args.galaxies, n=args.n, keep=args.keep, steps=args.steps,
                                  device=args.device), indent=1))
     return 0
+
+
+STABILITY_STEPS = (15, 30, 60, 250)
+STABILITY_GALAXIES = (0, 2122)
+
+
+def stability_run(process_index: int, *, draws: int = 120, keep: int = 100, steps=STABILITY_STEPS,
+                  galaxies=STABILITY_GALAXIES, integrator: str = "ancestral", threads: int = 1) -> dict:
+    """One process's share of `bench_stability`: for each step count, `draws` prior draws and
+    `draws` posterior draws of each test-set mock (the paper's: z 0.05, A_V 0.2, SNR 50), seeded by
+    the process index; counts of draws with any SFR at the cap (`prior.MAX_SFR`, 1e4 Msun/yr)."""
+    from .data.galaxies import mock_galaxy
+    from .prior import MAX_SFR, Prior
+    from .sampler import sample_posterior
+
+    torch.set_num_threads(threads)
+    prior = Prior.default()
+    at_cap = lambda h: (np.asarray(h)[:, 0] >= (1 - 1e-3) * MAX_SFR).any(-1)   # noqa: E731
+    rows = []
+    for n_steps in steps:
+        h = prior.sample(draws, steps=n_steps, seed=process_index, progress=False, integrator=integrator).cpu().numpy()
+        rows.append({"target": "prior", "steps": n_steps, "draws": draws, "at_cap": int(at_cap(h).sum()),
+                     "max_sfr_msun_per_yr": float(np.nanmax(h[:, 0]))})
+    for index in galaxies:
+        galaxy = mock_galaxy(index, progress=False)
+        for n_steps in steps:
+            post = sample_posterior(galaxy.observation, prior, galaxy.forward_model, n=draws, keep=min(keep, draws),
+                                    steps=n_steps, seed=process_index, progress=False, integrator=integrator)
+            capped = at_cap(post.histories)
+            rows.append({"target": f"test galaxy {index}", "steps": n_steps, "draws": draws,
+                         "at_cap": int(capped.sum()), "at_cap_kept": int((capped & post.kept).sum()),
+                         "max_sfr_msun_per_yr": float(np.nanmax(post.histories[:, 0])),
+                         "median_chi2_per_pixel_kept": round(post.median_chi2_per_pixel(), 4)})
+    return {"process": process_index, "rows": rows}
+
+
+def bench_stability(*, processes: int = 10, workers: int = 2, draws: int = 120, steps=STABILITY_STEPS,
+                    galaxies=STABILITY_GALAXIES, integrator: str = "ancestral", classifier_draws: int = 1000,
+                    seed: int = 0) -> dict:
+    """Runaway draws (issue 16): `stability_run` in `processes` separate Python processes (spawned,
+    one per run, `workers` at a time with one torch thread each, so that float rounding differs as
+    it does between users' machines), summed per (target, steps); and the prior's quality against
+    the step count (`quality.boosted_classifier_aucs`, `classifier_draws` draws against as many
+    test histories)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from .data import load_histories
+    from .prior import MAX_SFR, Prior
+    from .quality import boosted_classifier_aucs
+
+    start = time.perf_counter()
+    job = partial(stability_run, draws=draws, steps=tuple(steps), galaxies=tuple(galaxies), integrator=integrator)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        runs = list(pool.map(job, range(processes)))
+    totals: dict[tuple, dict] = {}
+    for run in runs:
+        for row in run["rows"]:
+            total = totals.setdefault((row["target"], row["steps"]), {
+                "target": row["target"], "steps": row["steps"], "draws": 0, "at_cap": 0, "max_sfr_msun_per_yr": 0.0,
+                **({"at_cap_kept": 0, "median_chi2_per_pixel_kept": []} if "at_cap_kept" in row else {})})
+            total["draws"] += row["draws"]
+            total["at_cap"] += row["at_cap"]
+            total["max_sfr_msun_per_yr"] = round(max(total["max_sfr_msun_per_yr"], row["max_sfr_msun_per_yr"]), 2)
+            if "at_cap_kept" in row:
+                total["at_cap_kept"] += row["at_cap_kept"]
+                total["median_chi2_per_pixel_kept"].append(row["median_chi2_per_pixel_kept"])
+    table = list(totals.values())
+    for total in table:
+        if "median_chi2_per_pixel_kept" in total:
+            values = total.pop("median_chi2_per_pixel_kept")
+            total["median_chi2_per_pixel_kept_range"] = [min(values), max(values)]
+    sampling_s = time.perf_counter() - start
+    quality = []
+    if classifier_draws:
+        test = load_histories("test").histories.values
+        test = test[np.random.default_rng(seed).permutation(len(test))[:classifier_draws]]
+        prior = Prior.default()
+        for n_steps in steps:
+            h = prior.sample(len(test), steps=n_steps, seed=seed, progress=False, integrator=integrator)
+            quality.append({"steps": n_steps, "boosted_classifier_auc": boosted_classifier_aucs(
+                test, h.double().cpu().numpy(), seed=seed)})
+    return {"benchmark": "stability", "integrator": integrator, "processes": processes, "workers": workers,
+            "cap_msun_per_yr": MAX_SFR,
+            "runs": table, "total_at_cap": sum(t["at_cap"] for t in table), "prior_quality_vs_steps": quality,
+            "classifier_goal_auc_max": 0.55, "sampling_seconds": round(sampling_s, 1), "sfhkit": __version__}
+
+
+def main_stability(args) -> int:
+    from ._io import write_json
+
+    report = bench_stability(processes=args.processes, workers=args.workers, draws=args.draws, steps=args.steps,
+                             galaxies=args.galaxies, integrator=args.integrator,
+                             classifier_draws=args.classifier_draws, seed=args.seed)
+    if args.out:
+        write_json(args.out, report)
+    print(json.dumps(report, indent=1))
+    return 0 if report["total_at_cap"] == 0 else 1

@@ -299,13 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
         "tng", help="build the paper's TNG50 training/test set from the web API or local files",
         description="Bin TNG star particles into 64-bin SFH+MH histories by the paper's rules and write "
                     "<simulation>_snap<NNN>_{train,test}.nc.  Web API by default (key from --api-key or "
-                    "$TNG_API_KEY; cutouts cached and resumable); --base-path reads local files instead.")
+                    "$TNG_API_KEY; cutouts cached and resumable); --base-path reads local files instead; "
+                    "--snapshot-file with --subhalo-file reads one snapshot file (CAMELS-IllustrisTNG layout).")
     tng_cmd.add_argument("--out", required=True, help="output folder")
     tng_cmd.add_argument("--api-key", default=None, help="TNG API key (default: $TNG_API_KEY)")
     tng_cmd.add_argument("--base-path", default=None,
                          help="read local simulation files under this 'output' folder with illustris_python")
     tng_cmd.add_argument("--simulation", default="TNG50-1")
     tng_cmd.add_argument("--snapshot", type=int, default=99)
+    tng_cmd.add_argument("--snapshot-file", default=None,
+                         help="one-file snapshot (TNG/CAMELS layout: Header, PartType4); with --subhalo-file. "
+                              "Cosmology and time bins come from its header, not Planck15")
+    tng_cmd.add_argument("--subhalo-file", default=None,
+                         help="subhalo catalogue for --snapshot-file (Subhalo/SubhaloLenType)")
     tng_cmd.add_argument("--cache-dir", default=None, help="where API cutouts are cached (resumable)")
     tng_cmd.add_argument("--min-stellar-mass", type=float, default=1e5, help="Msun (default 1e5)")
     tng_cmd.add_argument("--limit", type=int, default=None, help="only the first N selected subhalos")
@@ -378,8 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--snr", type=float, default=50.0)
     cal.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
     cal.add_argument("--cla", default="jacobian", choices=["jacobian", "paper"])
-    cal.add_argument("--truths", default="test", choices=["test", "prior"],
-                     help="true histories: test-set galaxies (default) or prior draws (checks the sampler alone)")
+    cal.add_argument("--truths", default="test",
+                     help="true histories: 'test' (test-set galaxies, default), 'prior' (prior draws: checks the sampler "
+                          "alone), 'parametric' (a family the prior never saw: out of distribution), or a FILE of "
+                          "histories you bring (.nc in sfhkit's format or .npy (n, 2, 64), SFR Msun/yr, log10 Z/Zsun)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--out", default=None, help="write the full JSON report here")
     cal.add_argument("--plot", default=None, help="save the coverage figure (PNG) here")
@@ -421,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     fwd.add_argument("--min-seconds", type=float, default=2.0, help="time per measurement")
     fwd.add_argument("--device", default="cpu")
     fwd.add_argument("--no-bagpipes", action="store_true")
-    from .bench import main_batch, main_forward, main_posterior, main_prior
+    from .bench import STABILITY_GALAXIES, STABILITY_STEPS, main_batch, main_forward, main_posterior, main_prior, \
+        main_stability
 
     fwd.set_defaults(func=main_forward)
     pb = bench_sub.add_parser("prior", help="prior quality (classifier AUC, KS distances) and sampling speed")
@@ -449,6 +458,19 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--steps", type=int, default=None, help="default: the sampler's")
     bb.add_argument("--device", default="cpu")
     bb.set_defaults(func=main_batch)
+    bs = bench_sub.add_parser("stability", help="runaway draws (SFR at the 1e4 Msun/yr cap) in separate processes, "
+                                                "prior and posterior, against the step count; exit 1 if any")
+    bs.add_argument("--processes", type=int, default=10, help="separate Python processes (default 10)")
+    bs.add_argument("--workers", type=int, default=2, help="processes at a time, one torch thread each")
+    bs.add_argument("--draws", type=int, default=120, help="draws per process and setting (default 120)")
+    bs.add_argument("--steps", type=int, nargs="+", default=list(STABILITY_STEPS))
+    bs.add_argument("--galaxies", type=int, nargs="*", default=list(STABILITY_GALAXIES), help="test-set indices")
+    bs.add_argument("--integrator", default="ancestral", choices=["ancestral", "euler-maruyama"])
+    bs.add_argument("--classifier-draws", type=int, default=1000,
+                    help="prior draws for the boosted-classifier AUC at each step count (0: skip)")
+    bs.add_argument("--seed", type=int, default=0)
+    bs.add_argument("--out", default=None, help="also write the JSON here")
+    bs.set_defaults(func=main_stability)
     return parser
 
 

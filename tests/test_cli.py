@@ -92,14 +92,29 @@ def test_calibrate_and_bench_posterior_run_with_small_settings(grid, tmp_path, c
     assert main(["calibrate", "--n", "3", "--draws", "4", "--keep", "3", "--steps", "5", "--quiet",
                  "--out", str(out), "--plot", str(png)]) == 0
     report = json.loads(out.read_text())
-    assert report["n_galaxies"] == 3 and len(report["test_indices"]) == 3
+    assert report["n_galaxies"] == 3 and len(report["truth_indices"]) == 3
+    assert set(report["bias"]["t50_gyr"]) == {"mean", "median"} and "t90_gyr" in report["coverage"]
     assert set(report["coverage"]["log10_formed_mass"]) == {"0.68", "0.95"}
     assert len(report["coverage"]["sfr_per_bin"]["0.68"]["values"]) == 64
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert main(["calibrate", "--n", "2", "--draws", "3", "--keep", "2", "--steps", "4", "--quiet", "--truths", "prior",
                  "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["truths"] == "prior" and report["prior_indices"] == [0, 1]
+    assert report["truths"] == "prior" and report["truth_indices"] == [0, 1]
+    # Out of distribution, and histories a user brings (.npy); a wrong file is refused.
+    from sfhkit.data.parametric import parametric_histories
+
+    assert main(["calibrate", "--n", "2", "--draws", "3", "--keep", "2", "--steps", "4", "--quiet", "--truths",
+                 "parametric", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["truths"] == "parametric"
+    brought = tmp_path / "mine.npy"
+    np.save(brought, parametric_histories(5, seed=3))
+    assert main(["calibrate", "--n", "2", "--draws", "3", "--keep", "2", "--steps", "4", "--quiet", "--truths",
+                 str(brought), "--out", str(out)]) == 0
+    assert len(json.loads(out.read_text())["truth_indices"]) == 2
+    np.save(brought, np.zeros((3, 2, 10)))
+    assert main(["calibrate", "--n", "2", "--truths", str(brought), "--quiet"]) == 2
+    assert "shape" in capsys.readouterr().err
     capsys.readouterr()
     assert main(["bench", "posterior", "--n", "4", "--keep", "2", "--steps", "3", "--batch-galaxies", "2"]) == 0
     bench = json.loads(capsys.readouterr().out)
