@@ -266,7 +266,8 @@ STABILITY_GALAXIES = (0, 2122)
 
 
 def stability_run(process_index: int, *, draws: int = 120, keep: int = 100, steps=STABILITY_STEPS,
-                  galaxies=STABILITY_GALAXIES, integrator: str = "ancestral", threads: int = 1) -> dict:
+                  galaxies=STABILITY_GALAXIES, integrator: str = "ancestral", likelihood: str = "cla",
+                  cla: str = "jacobian", threads: int = 1) -> dict:
     """One process's share of `bench_stability`: for each step count, `draws` prior draws and
     `draws` posterior draws of each test-set mock (the paper's: z 0.05, A_V 0.2, SNR 50), seeded by
     the process index; counts of draws with any SFR at the cap (`prior.MAX_SFR`, 1e4 Msun/yr)."""
@@ -286,7 +287,8 @@ def stability_run(process_index: int, *, draws: int = 120, keep: int = 100, step
         galaxy = mock_galaxy(index, progress=False)
         for n_steps in steps:
             post = sample_posterior(galaxy.observation, prior, galaxy.forward_model, n=draws, keep=min(keep, draws),
-                                    steps=n_steps, seed=process_index, progress=False, integrator=integrator)
+                                    steps=n_steps, seed=process_index, progress=False, integrator=integrator,
+                                    likelihood=likelihood, cla=cla)
             capped = at_cap(post.histories)
             rows.append({"target": f"test galaxy {index}", "steps": n_steps, "draws": draws,
                          "at_cap": int(capped.sum()), "at_cap_kept": int((capped & post.kept).sum()),
@@ -296,8 +298,8 @@ def stability_run(process_index: int, *, draws: int = 120, keep: int = 100, step
 
 
 def bench_stability(*, processes: int = 10, workers: int = 2, draws: int = 120, steps=STABILITY_STEPS,
-                    galaxies=STABILITY_GALAXIES, integrator: str = "ancestral", classifier_draws: int = 1000,
-                    seed: int = 0) -> dict:
+                    galaxies=STABILITY_GALAXIES, integrator: str = "ancestral", likelihood: str = "cla",
+                    cla: str = "jacobian", classifier_draws: int = 1000, seed: int = 0) -> dict:
     """Runaway draws (issue 16): `stability_run` in `processes` separate Python processes (spawned,
     one per run, `workers` at a time with one torch thread each, so that float rounding differs as
     it does between users' machines), summed per (target, steps); and the prior's quality against
@@ -312,7 +314,8 @@ def bench_stability(*, processes: int = 10, workers: int = 2, draws: int = 120, 
     from .quality import boosted_classifier_aucs
 
     start = time.perf_counter()
-    job = partial(stability_run, draws=draws, steps=tuple(steps), galaxies=tuple(galaxies), integrator=integrator)
+    job = partial(stability_run, draws=draws, steps=tuple(steps), galaxies=tuple(galaxies), integrator=integrator,
+                  likelihood=likelihood, cla=cla)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              max_tasks_per_child=1) as pool:
         runs = list(pool.map(job, range(processes)))
@@ -343,7 +346,8 @@ def bench_stability(*, processes: int = 10, workers: int = 2, draws: int = 120, 
             h = prior.sample(len(test), steps=n_steps, seed=seed, progress=False, integrator=integrator)
             quality.append({"steps": n_steps, "boosted_classifier_auc": boosted_classifier_aucs(
                 test, h.double().cpu().numpy(), seed=seed)})
-    return {"benchmark": "stability", "integrator": integrator, "processes": processes, "workers": workers,
+    return {"benchmark": "stability", "integrator": integrator, "likelihood": likelihood, "cla": cla,
+            "processes": processes, "workers": workers,
             "cap_msun_per_yr": MAX_SFR,
             "runs": table, "total_at_cap": sum(t["at_cap"] for t in table), "prior_quality_vs_steps": quality,
             "classifier_goal_auc_max": 0.55, "sampling_seconds": round(sampling_s, 1), "sfhkit": __version__}
@@ -353,8 +357,8 @@ def main_stability(args) -> int:
     from ._io import write_json
 
     report = bench_stability(processes=args.processes, workers=args.workers, draws=args.draws, steps=args.steps,
-                             galaxies=args.galaxies, integrator=args.integrator,
-                             classifier_draws=args.classifier_draws, seed=args.seed)
+                             galaxies=args.galaxies, integrator=args.integrator, likelihood=args.likelihood,
+                             cla=args.cla, classifier_draws=args.classifier_draws, seed=args.seed)
     if args.out:
         write_json(args.out, report)
     print(json.dumps(report, indent=1))

@@ -466,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--steps", type=int, nargs="+", default=list(STABILITY_STEPS))
     bs.add_argument("--galaxies", type=int, nargs="*", default=list(STABILITY_GALAXIES), help="test-set indices")
     bs.add_argument("--integrator", default="ancestral", choices=["ancestral", "euler-maruyama"])
+    bs.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
+    bs.add_argument("--cla", default="jacobian", choices=["jacobian", "paper"], help="CLA variant")
     bs.add_argument("--classifier-draws", type=int, default=1000,
                     help="prior draws for the boosted-classifier AUC at each step count (0: skip)")
     bs.add_argument("--seed", type=int, default=0)

@@ -158,3 +158,17 @@ def test_infer_refuses_clearly(tmp_path, capsys, monkeypatch):
     assert "Offline?" in capsys.readouterr().err
     assert main(["infer", "--plateifu", "8485-1901"]) == 2
     assert "--redshift" in capsys.readouterr().err
+
+
+def test_bench_stability_counts_capped_draws_in_separate_processes(tmp_path, capsys):
+    """Small settings (one spawned process, the prior and one mock, 4 draws, 6 steps); the full run
+    is `sfhkit bench stability` (10 processes x 120 draws at 15, 30, 60, 250 steps)."""
+    out = tmp_path / "stability.json"
+    code = main(["bench", "stability", "--processes", "1", "--workers", "1", "--draws", "4", "--steps", "6",
+                 "--galaxies", "2122", "--classifier-draws", "60", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert code == (0 if report["total_at_cap"] == 0 else 1)
+    assert [row["target"] for row in report["runs"]] == ["prior", "test galaxy 2122"]
+    assert all(row["draws"] == 4 for row in report["runs"]) and "at_cap_kept" in report["runs"][1]
+    assert set(report["prior_quality_vs_steps"][0]["boosted_classifier_auc"]) >= {"cumulative_mass_fraction", "all"}
+    capsys.readouterr()

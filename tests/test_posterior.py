@@ -133,16 +133,21 @@ def test_posterior_fits_the_mock(posterior, mock):
 
 
 def test_faint_dwarf_draws_stay_bounded(model):
-    """Test-set galaxy 0 (10^7.4 Msun formed): with the default likelihood-score clip at most a rare
-    draw runs to the SFR cap, keeping the best draws by residual drops it, and the formed mass is
-    recovered within 0.15 dex.  Without the clip (clip=None) 12 of these 24 draws ran to the cap
-    (1e4 Msun/yr in every bin; sfhkit.likelihood).  With it, 13 separate processes gave 0 capped
-    draws in 11 and 1 in 2: float rounding differs between processes, and the runaway is chaotic."""
+    """Test-set galaxy 0 (10^7.4 Msun formed): no draw runs away, at coarse or fine steps, and the
+    formed mass is recovered within 0.15 dex.  Before the ancestral sampler and the line search
+    (issue 16) 12 of these 24 draws ran to the SFR cap without the clip, and with it 1 in 150; now
+    `sfhkit bench stability` finds none in 10 separate processes x 120 draws at 15, 30, 60 and 250
+    steps, and the largest SFR of any draw is 430 Msun/yr (at 15 steps; 4 Msun/yr at 250)."""
+    from sfhkit.prior import MAX_SFR
+
+    truth = load_histories("test").histories.values[0]
+    mock = mock_observation(truth, model, snr=50, seed=1)
+    coarse = sample_posterior(mock, Prior.default(), model, n=24, keep=20, steps=15, seed=0, progress=False)
+    assert coarse.histories[:, 0].max() < 0.1 * MAX_SFR
     truth = load_histories("test").histories.values[0]
     mock = mock_observation(truth, model, snr=50, seed=1)
     posterior = sample_posterior(mock, Prior.default(), model, n=24, keep=20, steps=100, seed=0, progress=False)
-    capped = posterior.histories[:, 0].max(axis=1) >= 1e3
-    assert capped.sum() <= 2 and not capped[posterior.kept].any()
+    assert posterior.histories[:, 0].max() < 1e3
     assert np.median(posterior.chi2[posterior.kept]) / mock.n_used < 1.5
     true_mass = observable_quantities(truth[None], posterior.age_at_z_gyr)["log10_formed_mass"][0]
     assert abs(posterior.summary()["log10_formed_mass"]["mean"] - true_mass) < 0.15
