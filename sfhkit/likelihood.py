@@ -27,16 +27,20 @@ the first:
         grad log p_t = K^T (I + r_t^2 M K K^T)^-1 (b - M c) / (1 + sigma_t^2),  M = B W B^T,  b = B W y,
     W = diag(used / sigma_y^2); M and b are computed once per observation.  For a linear model and
     a standard-normal prior it is the exact noised likelihood (tested: the sampler then recovers
-    the analytic posterior).
+    the analytic posterior).  The score used is alpha times this, alpha <= 1 from a backtracking
+    line search (below; alpha = 1 for a linear model).
 * DPS (Chung et al. 2023), "Tweedie": p_t(y | x_t) ~ p(y | x0_hat(x_t)) with the denoised estimate
   x0_hat = x_t + sigma_t^2 s_theta(x_t, t); the gradient goes back through the score network.
 
 The likelihood score can be clipped per sample (`clip`, see `clip_norm`): the paper's safeguard
 for the first steps, where the history is mostly noise; on by default for every variant.  The
-Jacobian CLA's damping bounds its step early on, but with a log-like prior transform (asinh with a
-small sfr_scale) the step grows with cosh of the normalised SFR late in the run: without the clip,
-40 of 120 draws of a dwarf test galaxy ran to the SFR cap; with it about 1 draw in 150 still
-does, and keeping the best draws by residual drops it (tests/test_posterior.py).  Masked pixels
+Jacobian CLA does not rely on it: its Gauss-Newton shift of the denoised history takes a
+backtracking line search on the proximal objective it linearises (`_line_search`).  Before that
+search, with the prior's log-like SFR transform, the full Gauss-Newton step overshot by orders of
+magnitude and draws ran to the SFR cap: 40 of 120 draws of a dwarf test galaxy without the clip,
+about 1 in 150 with it, and most draws at coarse steps; now none in 10 processes x 120 draws at
+15-250 steps (`sfhkit bench stability`).  The paper's CLA and DPS have no line search and still
+run away at coarse steps.  Masked pixels
 (observation.mask False) contribute nothing.  The physical history is taken with SFR clipped at 0, as it is reported: in development
 runs, letting the sampler use negative light fitted a dwarf galaxy with 40 % of its bins below
 zero, whose clipped spectra were then far off (chi^2 per pixel 700 instead of 1.4).
