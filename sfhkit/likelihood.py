@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -64,17 +63,6 @@ CLA_VARIANTS = ("jacobian", "paper")
 CLA_DRAWS = 1000                 # the paper's number of draws for diag(A A^T)
 LINE_SEARCH_HALVINGS = 12        # Jacobian CLA: step lengths 1, 1/2, ..., 1/2048 tried (then 0)
 DEFAULT_CLIP = 3.0               # likelihood score norm <= DEFAULT_CLIP * sqrt(dim) / sigma_t (paper CLA, DPS)
-
-
-class Scores(NamedTuple):
-    """What `SpectrumLikelihood.score` returns for a batch x_t (B, 2, 64) at times t (B,): the
-    prior's score, the likelihood's score and, when standard normals were given, a draw of the
-    spread of the clean history given x_t and the data, x0 - E[x0 | x_t, y] ~ N(0, Var(x0 | x_t, y))
-    (for the ancestral sampler's bridge; None otherwise)."""
-
-    prior: torch.Tensor
-    likelihood: torch.Tensor
-    x0_spread: torch.Tensor | None = None
 
 
 def clip_norm(clip: float | None, sigma_t: torch.Tensor, dim: int) -> torch.Tensor | None:
@@ -186,9 +174,6 @@ class SpectrumLikelihood:
         basis64 = basis.double()
         self.normal_matrix = torch.einsum("kp,gp,lp->gkl", basis64, weight, basis64)      # (G, K, K)
         self.projected_flux = torch.einsum("kp,gp->gk", basis64, weight * flux)
-        # M = L L^T (symmetric square root through its eigenvectors; M is positive semi-definite)
-        eigenvalues, eigenvectors = torch.linalg.eigh(self.normal_matrix)
-        self.normal_sqrt = eigenvectors * eigenvalues.clamp(min=0).sqrt().unsqueeze(-2)      # (G, K, K)
         self.aat_diag = None
         if kind == "cla" and cla == "paper":
             self.aat_diag = cla_variance(forward_model, transform, self.av, cla_draws, cla_seed)[None].to(device)
@@ -213,35 +198,26 @@ class SpectrumLikelihood:
         quadratic = torch.einsum("bk,bkl,bl->b", coefficients, self._rows(self.normal_matrix, n), coefficients)
         return -0.5 * quadratic + (coefficients * self._rows(self.projected_flux, n)).sum(1)
 
-    def score(self, t: torch.Tensor, x_t: torch.Tensor, prior, standard_normal=None) -> Scores:
-        """`Scores` at x_t (B, ...) and diffusion times t (B,); `standard_normal(*shape)` (rows first,
-        B of them), if given, supplies the normals for the x0 spread draw."""
-        return grouped_scores([(self, slice(None))], t, x_t, prior, standard_normal)
+    def score(self, t: torch.Tensor, x_t: torch.Tensor, prior) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prior score, likelihood score) at x_t (B, ...) and diffusion times t (B,)."""
+        return grouped_scores([(self, slice(None))], t, x_t, prior)
 
-    def _cla_score(self, x_t: torch.Tensor, sigma_t: torch.Tensor, prior_score: torch.Tensor, normals=None):
-        """The CLA likelihood score given the prior score (no gradient through the network), and
-        the x0 spread draw (or None: only the Jacobian variant has the posterior covariance)."""
+    def _cla_score(self, x_t: torch.Tensor, sigma_t: torch.Tensor, prior_score: torch.Tensor) -> torch.Tensor:
+        """The CLA likelihood score given the prior score (no gradient through the network)."""
         if self.cla == "jacobian":
-            return self._cla_jacobian_score(x_t, sigma_t, prior_score, normals)
+            return self._cla_jacobian_score(x_t, sigma_t, prior_score)
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
             n = x.shape[0]
             variance = self._rows(self.noise_variance, n) + sigma_t.view(-1, 1) ** 2 * self.aat_diag
             residual = (self._rows(self.flux, n) - self.spectra(x)) * self._rows(self.used, n)
             grad, = torch.autograd.grad(-0.5 * (residual ** 2 / variance).sum(), x)
-        return grad, None
+        return grad
 
-    def _cla_jacobian_score(self, x_t: torch.Tensor, sigma_t: torch.Tensor, prior_score, normals=None):
+    def _cla_jacobian_score(self, x_t: torch.Tensor, sigma_t: torch.Tensor, prior_score) -> torch.Tensor:
         """grad_x_t log N(y | S(x0), Sigma_y + r^2 A A^T) with d x0 / d x_t = 1 / (1 + sigma^2): at the
         denoised x0 = x_t + sigma^2 s(x_t) and r^2 = sigma^2 / (1 + sigma^2), the moments of
-        p(x0 | x_t) for a unit-variance Gaussian prior (the normalised space's marginal scale).
-
-        With `normals` = (xi (B, 2, bins), eta (B, K)) standard normals, also a draw from the
-        linearised posterior spread of x0, N(0, C) with C = (r^-2 I + G M G^T)^-1 (G = dc/dx0 at x0,
-        B x (2 active bins) x K): z = C (xi / r + G L eta), M = L L^T, since
-        Cov(xi / r + G L eta) = C^-1.  By push-through, C v = r^2 v - r^4 G (I + r^2 M G^T G)^-1 M G^T v:
-        the same K x K system as the score, solved for both right-hand sides at once.  Bins the
-        model does not see (after t(z)) keep the prior spread r xi.  Returns (score, spread or None)."""
+        p(x0 | x_t) for a unit-variance Gaussian prior (the normalised space's marginal scale)."""
         n = x_t.shape[0]
         s2 = sigma_t.view(-1, 1, 1) ** 2
         x0 = x_t + s2 * prior_score
@@ -262,23 +238,7 @@ class SpectrumLikelihood:
         r2 = (s2 / (1 + s2)).double()
         system = r2 * torch.bmm(normal, torch.bmm(jacobian.transpose(1, 2), jacobian))
         system.diagonal(dim1=1, dim2=2).add_(1.0)
-        spread = None
-        if normals is None:
-            solved = torch.linalg.solve(system, residual.unsqueeze(-1))
-        else:
-            xi, eta = normals
-            r = r2.sqrt().view(-1, 1)
-            xi_active = torch.cat([xi[:, 0, active], xi[:, 1, active]], dim=1).double()               # (B, 2 bins)
-            root = self._rows(self.normal_sqrt, n)
-            v = xi_active / r + torch.bmm(jacobian, torch.bmm(root, eta.double().unsqueeze(-1))).squeeze(-1)
-            m_gt_v = torch.bmm(normal, torch.bmm(jacobian.transpose(1, 2), v.unsqueeze(-1)))           # (B, K, 1)
-            both = torch.linalg.solve(system, torch.cat([residual.unsqueeze(-1), m_gt_v], dim=2))
-            solved = both[..., :1]
-            spread_active = r ** 2 * v - r ** 4 * torch.bmm(jacobian, both[..., 1:]).squeeze(-1)
-            spread = (r.view(-1, 1, 1) * xi.double()).to(x_t.dtype)
-            n_active = active.numel()
-            spread[:, 0, active] = spread_active[:, :n_active].to(x_t.dtype)
-            spread[:, 1, active] = spread_active[:, n_active:].to(x_t.dtype)
+        solved = torch.linalg.solve(system, residual.unsqueeze(-1))
         # The shift of the denoised history that the linearised proximal problem asks for,
         # r^2 K^T (I + r^2 M K K^T)^-1 u, shortened by a backtracking line search (`_line_search`).
         shift = r2.view(-1, 1) * torch.bmm(jacobian, solved).squeeze(-1)                      # (B, 2 bins)
@@ -289,7 +249,7 @@ class SpectrumLikelihood:
         n_active = active.numel()
         out[:, 0, active] = step[:, :n_active]
         out[:, 1, active] = step[:, n_active:]
-        return out, spread
+        return out
 
     def _line_search(self, x0, shift, active, r2, coefficients, gradient):
         """Step lengths alpha in {1, 1/2, ..., 2^-(LINE_SEARCH_HALVINGS-1)}, or 0, per draw: the largest
@@ -345,31 +305,18 @@ class SpectrumLikelihood:
         return spectra, chi2, mean_abs
 
 
-def grouped_scores(parts, t: torch.Tensor, x_t: torch.Tensor, prior, standard_normal=None) -> Scores:
-    """`Scores` for a batch whose row blocks belong to different likelihoods: `parts` is a list of
-    (SpectrumLikelihood, slice of rows).  The prior network is called once for all rows (the point
-    of vectorised sampling); each likelihood scores its own rows.  With `standard_normal(*shape)`
-    (normals for all rows at once, so each observation's come from its own generator) the x0 spread
-    is drawn too: the Jacobian CLA's linearised posterior spread, else the prior's r xi."""
+def grouped_scores(parts, t: torch.Tensor, x_t: torch.Tensor, prior) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prior score, likelihood score) for a batch whose row blocks belong to different likelihoods:
+    `parts` is a list of (SpectrumLikelihood, slice of rows).  The prior network is called once for
+    all rows (the point of vectorised sampling); each likelihood scores its own rows."""
     kinds = {likelihood.kind for likelihood, _ in parts}
     if len(kinds) != 1:
         raise ValueError(f"one batch needs one likelihood kind, got {sorted(kinds)}")
     sigma_t = prior.sigma(t)
-    xi = eta = None
-    if standard_normal is not None:
-        xi = standard_normal(*x_t.shape[1:])
-        jacobian_parts = [likelihood for likelihood, _ in parts if likelihood.kind == "cla" and likelihood.cla == "jacobian"]
-        if jacobian_parts:
-            eta = standard_normal(max(likelihood.normal_matrix.shape[-1] for likelihood in jacobian_parts))
-    spreads = [None] * len(parts)
     if kinds == {"cla"}:
         with torch.no_grad():
             prior_score = prior.score(t, x_t)
-        grads = []
-        for k, (likelihood, rows) in enumerate(parts):
-            normals = None if xi is None or eta is None else (xi[rows], eta[rows, :likelihood.normal_matrix.shape[-1]])
-            grad, spreads[k] = likelihood._cla_score(x_t[rows], sigma_t[rows], prior_score[rows], normals)
-            grads.append(grad)
+        grads = [likelihood._cla_score(x_t[rows], sigma_t[rows], prior_score[rows]) for likelihood, rows in parts]
     else:
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
@@ -381,12 +328,7 @@ def grouped_scores(parts, t: torch.Tensor, x_t: torch.Tensor, prior, standard_no
         grads = [grad[rows] for _, rows in parts]
     clipped = [_clip_rows(g, clip_norm(likelihood.clip, sigma_t[rows], likelihood.dim))
                for g, (likelihood, rows) in zip(grads, parts)]
-    spread = None
-    if xi is not None:
-        r = (sigma_t / (1 + sigma_t ** 2).sqrt()).view(-1, *([1] * (x_t.dim() - 1)))
-        spread = torch.cat([own if own is not None else r[rows] * xi[rows]
-                            for own, (_, rows) in zip(spreads, parts)])
-    return Scores(prior_score, torch.cat(clipped) if len(clipped) > 1 else clipped[0], spread)
+    return prior_score, torch.cat(clipped) if len(clipped) > 1 else clipped[0]
 
 
 class LikelihoodGroups:
@@ -400,7 +342,7 @@ class LikelihoodGroups:
         self.parts = [(likelihood, slice(int(a), int(b))) for likelihood, a, b in zip(likelihoods, edges[:-1], edges[1:])]
         self.n_rows = int(edges[-1])
 
-    def score(self, t: torch.Tensor, x_t: torch.Tensor, prior, standard_normal=None) -> Scores:
+    def score(self, t: torch.Tensor, x_t: torch.Tensor, prior) -> tuple[torch.Tensor, torch.Tensor]:
         if x_t.shape[0] != self.n_rows:
             raise ValueError(f"the batch has {x_t.shape[0]} rows, the groups {self.n_rows}")
-        return grouped_scores(self.parts, t, x_t, prior, standard_normal)
+        return grouped_scores(self.parts, t, x_t, prior)

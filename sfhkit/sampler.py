@@ -14,11 +14,7 @@ of t (geometric in the noise level sigma).  Two integrators (`integrator`):
       v_i = s_(i+1)^2 (s_i^2 - s_(i+1)^2) / s_i^2 + ((s_i^2 - s_(i+1)^2) / s_i^2)^2 r_i^2,
 
   and the last step goes to noise level 0 without noise: x = x + s^2 s(x, t), Tweedie's denoised
-  estimate.  With the Jacobian CLA likelihood the spread term is a draw from the linearised
-  posterior covariance of x0 given x_i and the data (`SpectrumLikelihood.score`'s x0_spread)
-  instead of r_i^2 I, so that the directions the data constrain get the smaller spread they have;
-  for a linear model and a unit-Gaussian prior this makes the posterior sampler exact at any step
-  count too (tests/test_sampler.py).  The step moves x a fraction 1 - s_(i+1)^2 / s_i^2 < 1 of the way to the denoised
+  estimate.  The step moves x a fraction 1 - s_(i+1)^2 / s_i^2 < 1 of the way to the denoised
   history, whatever the step size, so it cannot overshoot; for a unit-Gaussian prior (exact score)
   its transitions are exact at any step count (tests/test_sampler.py: variance 1.00 at 10 steps).
   Without the r_i^2 term (the textbook ancestral sampler) the same test gave variances 0.44 at
@@ -95,14 +91,13 @@ def _standard_normal(shape, generator, device) -> torch.Tensor:
     return torch.cat(blocks)
 
 
-def _total_score(prior, likelihood, t: torch.Tensor, x: torch.Tensor, standard_normal=None):
-    """Score of the diffused prior, plus the likelihood's when there is one, and the likelihood's
-    draw of the x0 spread (`likelihood.Scores`) when `standard_normal` is given (else None)."""
+def _total_score(prior, likelihood, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Score of the diffused prior, plus the likelihood's when there is one."""
     if likelihood is None:
         with torch.no_grad():
-            return prior.score(t, x), None
-    scores = likelihood.score(t, x, prior, standard_normal)
-    return scores.prior + scores.likelihood, scores.x0_spread
+            return prior.score(t, x)
+    prior_score, likelihood_score = likelihood.score(t, x, prior)
+    return prior_score + likelihood_score
 
 
 def langevin_step(x: torch.Tensor, score: torch.Tensor, noise: torch.Tensor, snr: float) -> torch.Tensor:
@@ -148,20 +143,13 @@ def reverse_diffusion(prior, n: int, steps: int, *, likelihood=None, generator, 
         if cancel is not None and cancel.is_set():
             raise SamplingCancelled(f"sampling cancelled at step {i} of {steps}")
         t = times[i].expand(n)
+        score = _total_score(prior, likelihood, t, x)
         last = i == steps - 1
-        # With a likelihood, the ancestral bridge needs a draw of x0's spread given x_i and the data.
-        spread_normals = None if (last or likelihood is None or integrator != "ancestral") else \
-            (lambda *tail: _standard_normal((n,) + tuple(tail), generator, device))
-        score, x0_spread = _total_score(prior, likelihood, t, x, spread_normals)
         if integrator == "ancestral":
             high, low = levels[i] ** 2, levels[i + 1] ** 2        # s_i^2 > s_(i+1)^2
             mean = x + (high - low) * score
-            bridge_variance = low * (high - low) / high
-            if x0_spread is not None:
-                mean = mean + ((high - low) / high) * x0_spread
-                noise_std = math.sqrt(bridge_variance)
-            else:   # the spread of x0 given x_i: r^2 = s_i^2 / (1 + s_i^2) in every direction
-                noise_std = math.sqrt(bridge_variance + ((high - low) / high) ** 2 * high / (1 + high))
+            # the bridge's own variance, plus what the spread r^2 = s_i^2 / (1 + s_i^2) of x0 given x_i adds
+            noise_std = math.sqrt(low * (high - low) / high + ((high - low) / high) ** 2 * high / (1 + high))
         else:
             dt = float(times[i + 1] - times[i])                     # negative
             g2 = prior.diffusion(t).view(-1, *([1] * (x.dim() - 1))) ** 2

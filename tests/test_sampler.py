@@ -190,7 +190,7 @@ def test_masked_pixels_carry_no_weight(problem):
         clean.cla = dirty.cla = kind
         if kind == "paper":
             clean.aat_diag = dirty.aat_diag = torch.ones(1, N_PIXELS)
-        assert torch.allclose(clean.score(t, x, prior).likelihood, dirty.score(t, x, prior).likelihood)
+        assert torch.allclose(clean.score(t, x, prior)[1], dirty.score(t, x, prior)[1])
 
 
 def test_ancestral_sampler_is_exact_for_a_gaussian_at_any_step_count():
@@ -202,20 +202,6 @@ def test_ancestral_sampler_is_exact_for_a_gaussian_at_any_step_count():
     coarse_em = reverse_diffusion(GaussianPrior(), 3000, 10, generator=make_generator(2, "cpu"),
                                   integrator="euler-maruyama").flatten(1).double().numpy()
     assert abs(coarse_em.var(0).mean() - 1) > 0.2
-
-
-def test_ancestral_posterior_sampler_is_exact_at_coarse_steps(problem):
-    """With the linearised posterior spread of x0 in the ancestral bridge, the posterior sampler is
-    exact for a linear model and a unit-Gaussian prior at any step count: 20 steps recover the
-    analytic posterior (means within 0.1 sd, variances within 10 % along every eigendirection, 3000
-    draws; measured 0.93-1.05).  With the prior's spread r^2 I in every direction instead, the
-    best-constrained variances came out 1.4-1.5 times too large at 20 steps and 1.12 at 150."""
-    _, _, mean, covariance = problem
-    eigenvalues, vectors = np.linalg.eigh(covariance)
-    projected = (_sample(problem, n=3000, steps=20)[:, 0].double().numpy() - mean) @ vectors
-    assert np.all(np.abs(projected.mean(0)) / np.sqrt(eigenvalues) < 0.1)
-    ratio = projected.var(0) / eigenvalues
-    assert np.all(np.abs(ratio - 1) < 0.1), ratio.round(3)
 
 
 def test_line_search_keeps_full_steps_for_a_linear_model(problem):
