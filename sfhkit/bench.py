@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ._version import __version__
+from .sampler import DEFAULT_INTEGRATOR
 
 
 def _rate(fn, n_spectra: int, min_seconds: float) -> float:
@@ -269,7 +270,7 @@ STABILITY_GALAXIES = (0, 2122)
 
 
 def stability_run(process_index: int, *, draws: int = 120, keep: int = 100, steps=STABILITY_STEPS,
-                  galaxies=STABILITY_GALAXIES, integrator: str = "ancestral", likelihood: str = "cla",
+                  galaxies=STABILITY_GALAXIES, integrator: str = DEFAULT_INTEGRATOR, likelihood: str = "cla",
                   cla: str = "jacobian", threads: int = 1) -> dict:
     """One process's share of `bench_stability`: for each step count, `draws` prior draws and
     `draws` posterior draws of each test-set mock (the paper's: z 0.05, A_V 0.2, SNR 50), seeded by
@@ -301,7 +302,7 @@ def stability_run(process_index: int, *, draws: int = 120, keep: int = 100, step
 
 
 def bench_stability(*, processes: int = 10, workers: int = 2, draws: int = 120, steps=STABILITY_STEPS,
-                    galaxies=STABILITY_GALAXIES, integrator: str = "ancestral", likelihood: str = "cla",
+                    galaxies=STABILITY_GALAXIES, integrator: str = DEFAULT_INTEGRATOR, likelihood: str = "cla",
                     cla: str = "jacobian", classifier_draws: int = 1000, seed: int = 0) -> dict:
     """Runaway draws (issue 16): `stability_run` in `processes` separate Python processes (spawned,
     one per run, `workers` at a time with one torch thread each, so that float rounding differs as

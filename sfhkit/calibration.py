@@ -101,10 +101,9 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int = 100, steps: in
     from .observation import mock_observation, sdss_wavelength
     from .posterior import true_quantities
     from .prior import Prior
+    from .data.parametric import parametric_histories
     from .sampler import DEFAULT_STEPS, sample_posterior
     from .ssp import SSPGrid
-
-    from .data.parametric import parametric_histories
 
     steps = steps or DEFAULT_STEPS
     prior = prior or Prior.default()

@@ -431,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     fwd.add_argument("--no-bagpipes", action="store_true")
     from .bench import STABILITY_GALAXIES, STABILITY_STEPS, main_batch, main_forward, main_posterior, main_prior, \
         main_stability
+    from .sampler import DEFAULT_INTEGRATOR, INTEGRATORS
 
     fwd.set_defaults(func=main_forward)
     pb = bench_sub.add_parser("prior", help="prior quality (classifier AUC, KS distances) and sampling speed")
@@ -465,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--draws", type=int, default=120, help="draws per process and setting (default 120)")
     bs.add_argument("--steps", type=int, nargs="+", default=list(STABILITY_STEPS))
     bs.add_argument("--galaxies", type=int, nargs="*", default=list(STABILITY_GALAXIES), help="test-set indices")
-    bs.add_argument("--integrator", default="ancestral", choices=["ancestral", "euler-maruyama"])
+    bs.add_argument("--integrator", default=DEFAULT_INTEGRATOR, choices=INTEGRATORS)
     bs.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
     bs.add_argument("--cla", default="jacobian", choices=["jacobian", "paper"], help="CLA variant")
     bs.add_argument("--classifier-draws", type=int, default=1000,

@@ -243,7 +243,7 @@ class SpectrumLikelihood:
         # r^2 K^T (I + r^2 M K K^T)^-1 u, shortened by a backtracking line search (`_line_search`).
         shift = r2.view(-1, 1) * torch.bmm(jacobian, solved).squeeze(-1)                      # (B, 2 bins)
         alpha = self._line_search(x0.detach(), shift, active, r2.view(-1), coefficients.double(),
-                                  torch.bmm(jacobian, residual.unsqueeze(-1)).squeeze(-1))
+                                  torch.bmm(jacobian, residual.unsqueeze(-1)).squeeze(-1), normal)
         step = (alpha.view(-1, 1) * shift / s2.double().view(-1, 1)).to(x_t.dtype)            # sigma^-2 * shift
         out = torch.zeros_like(x_t)
         n_active = active.numel()
@@ -251,7 +251,7 @@ class SpectrumLikelihood:
         out[:, 1, active] = step[:, n_active:]
         return out
 
-    def _line_search(self, x0, shift, active, r2, coefficients, gradient):
+    def _line_search(self, x0, shift, active, r2, coefficients, gradient, normal):
         """Step lengths alpha in {1, 1/2, ..., 2^-(LINE_SEARCH_HALVINGS-1)}, or 0, per draw: the largest
         that satisfies Armijo's condition on the proximal objective the Gauss-Newton step linearises,
 
@@ -259,14 +259,14 @@ class SpectrumLikelihood:
 
         (chi^2 / 2 up to a constant, plus the term of p(x0 | x_t) = N(x0, r^2 I)), that is
         f(x0 + alpha shift) <= f(x0) - 1e-4 alpha (K^T u) . shift, with `gradient` = K^T u (B, 2 bins)
-        the negative gradient of the chi^2 term at x0 (the shift is a descent direction).  For a linear
+        the negative gradient of the chi^2 term at x0 (the shift is a descent direction) and `normal`
+        the per-draw normal matrix M (B, K, K) the caller already holds.  For a linear
         model f is quadratic and alpha = 1, its exact minimiser, always passes: the analytic posterior
         is unchanged.  With the prior's log-like SFR transform a full step can overshoot by orders of
         magnitude (a bin whose SFR is already large has the largest Jacobian, so it takes most of the
         shift, and its light grows exponentially along it); the search shortens such a step instead of
         letting the draw run away to the SFR cap.  Only the draws that fail are tried again, halved."""
         n, n_active = shift.shape[0], active.numel()
-        normal = self._rows(self.normal_matrix, n)
         projected = self._rows(self.projected_flux, n)
 
         def half_chi2(c, rows):                 # 1/2 c^T M c - b^T c per draw, float64

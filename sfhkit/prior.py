@@ -31,6 +31,7 @@ from torch import nn
 
 from ._io import load_torch, save_torch
 from ._version import __version__
+from .sampler import DEFAULT_INTEGRATOR
 
 SIGMA_MIN = 1e-3
 SIGMA_MAX = 16.0
@@ -198,7 +199,7 @@ class Prior:
     def sample_normalised(self, n: int, steps: int = 500, *, corrector_snr: float = CORRECTOR_SNR,
                           corrector_above_sigma: float = CORRECTOR_ABOVE_SIGMA, seed: int | None = None,
                           progress: bool = True, batch_size: int = 4096,
-                          integrator: str = "ancestral") -> torch.Tensor:
+                          integrator: str = DEFAULT_INTEGRATOR) -> torch.Tensor:
         """Draws in the normalised space: the reverse VE SDE from t = 1 to t = 0 with ancestral
         steps (or the paper's Euler-Maruyama), those that end above the noise level
         `corrector_above_sigma` followed by a Langevin corrector step of signal-to-noise
@@ -223,7 +224,7 @@ class Prior:
 
     def sample(self, n: int, steps: int = 500, *, corrector_snr: float = CORRECTOR_SNR,
                corrector_above_sigma: float = CORRECTOR_ABOVE_SIGMA, seed: int | None = None,
-               progress: bool = True, integrator: str = "ancestral") -> torch.Tensor:
+               progress: bool = True, integrator: str = DEFAULT_INTEGRATOR) -> torch.Tensor:
         """n physical histories (n, 2, 64) on the prior's device: SFR in Msun/yr, log10 Z/Zsun
         (`sample_normalised` for the sampler's settings)."""
         return self.transform.physical(self.sample_normalised(
