@@ -142,7 +142,7 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int = 100, steps: in
     derived_all = [p.derived(kept_only=False) for p in posteriors]
     report = {"n_galaxies": n_galaxies, "n_draws": n, "keep": keep, "steps": steps, "likelihood": likelihood,
               "cla": cla, "truths": truths, "redshift": redshift, "av": av, "snr": snr, "seed": seed,
-              "seconds": round(seconds, 1), "seconds_per_galaxy": round(seconds / n_galaxies, 2),
+              "prior": repr(prior), "seconds": round(seconds, 1), "seconds_per_galaxy": round(seconds / n_galaxies, 2),
               "median_chi2_per_pixel": float(np.median([p.median_chi2_per_pixel() for p in posteriors])),
               "coverage": {}, "bias": {},
               "goal": (f"in distribution: coverage and TARP within {GOAL_TOLERANCE} of nominal; out of distribution: "
@@ -211,9 +211,13 @@ def plot_calibration(report: dict, path=None):
 
 
 def main(args) -> int:
+    from .prior import Prior
+
+    prior = Prior.load(args.prior) if args.prior else None
     report = calibrate(args.n, n=args.draws, keep=args.keep, steps=args.steps, batch=args.batch,
                        redshift=args.redshift, av=args.av, snr=args.snr, seed=args.seed,
-                       likelihood=args.likelihood, cla=args.cla, truths=args.truths, progress=not args.quiet)
+                       likelihood=args.likelihood, cla=args.cla, truths=args.truths, prior=prior,
+                       progress=not args.quiet)
     if args.out:
         from ._io import write_json
 

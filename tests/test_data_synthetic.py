@@ -100,3 +100,89 @@ def test_config_from_file_and_cached_training_split(tmp_path, test_set):
     fake_train = test_set.assign_attrs(split="train")
     write_histories(fake_train, _cached_train_path(tmp_path))
     assert load_histories("train", cache_dir=tmp_path, generate=False).attrs["split"] == "train"
+
+
+def test_halo_masses_follow_the_stated_density():
+    """Flat in log M_halo up to the break, then M_halo**-slope: the sampler's histogram against the
+    density integrated independently over each histogram bin."""
+    from sfhkit.data.synthetic import sample_log_halo_mass
+
+    config = SyntheticConfig()
+    x = sample_log_halo_mass(np.random.default_rng(0).uniform(size=400_000), config)
+    assert config.log_halo_mass_min <= x.min() and x.max() <= config.log_halo_mass_max
+    edges = np.linspace(config.log_halo_mass_min, config.log_halo_mass_max, 17)
+    fine = np.linspace(edges[0], edges[-1], 160_001)
+    density = np.where(fine < config.log_halo_mass_break, 1.0,
+                       10 ** (-config.halo_mass_slope_above_break * (fine - config.log_halo_mass_break)))
+    cumulative = np.concatenate([[0.0], np.cumsum(0.5 * (density[1:] + density[:-1]) * np.diff(fine))])
+    expected = np.diff(np.interp(edges, fine, cumulative)) / cumulative[-1]
+    observed = np.histogram(x, edges)[0] / x.size
+    np.testing.assert_allclose(observed, expected, atol=4 * np.sqrt(expected / x.size).max())
+    # Slope 0 is the flat range of the set before issue 16.
+    flat = sample_log_halo_mass(np.array([0.0, 0.25, 1.0]), SyntheticConfig(halo_mass_slope_above_break=0.0))
+    np.testing.assert_allclose(flat, [10.0, 11.0, 14.0])
+
+
+def test_quenched_branch_probability():
+    from sfhkit.data.synthetic import quenched_probability
+
+    config = SyntheticConfig()
+    mid = config.central_quenching_log_halo_mass
+    central = quenched_probability([10.0, mid, 14.0], np.zeros(3, bool), config)
+    np.testing.assert_allclose(central, [0.0, config.central_quenched_fraction_max / 2,
+                                         config.central_quenched_fraction_max], atol=1e-3)
+    satellite = quenched_probability([10.0, mid, 14.0], np.ones(3, bool), config)
+    share = config.satellite_environmental_quenched_fraction
+    np.testing.assert_allclose(satellite, central + (1 - central) * share)
+    with pytest.raises(ValueError, match="quenched_branch"):
+        SyntheticConfig(quenched_branch="guess")
+
+
+def test_files_made_before_issue_16_regenerate_with_their_own_settings(tmp_path, test_set):
+    """A file whose recorded configuration predates the settings added in issue 16 gets the values
+    that reproduce it (diffstarpop's own quenched draw, a flat halo mass range)."""
+    from sfhkit.data.store import write_histories
+
+    old = {k: v for k, v in json.loads(test_set.attrs["config"]).items()
+           if k not in ("quenched_branch", "halo_mass_slope_above_break", "log_halo_mass_break")}
+    path = write_histories(test_set.assign_attrs(config=json.dumps(old)), tmp_path / "old.nc")
+    config = config_from_file(path)
+    assert config.quenched_branch == "diffstarpop" and config.halo_mass_slope_above_break == 0.0
+
+
+def test_embedded_set_is_the_start_of_the_full_test_split(test_set, tmp_path, monkeypatch):
+    from sfhkit.data import embedded
+    from sfhkit.data.synthetic import EMBEDDED_TEST_GALAXY_ID_LIMIT, embedded_test_subset
+
+    ids = test_set.galaxy_id.values
+    assert ids.max() < EMBEDDED_TEST_GALAXY_ID_LIMIT and "galaxy_id < 24000" in test_set.attrs["embedded_subset"]
+    # At the paper's size: >= 94,000 training and 23,000 test histories in the full set.
+    assert test_set.attrs["n_train"] >= 94_000 and test_set.attrs["n_test"] >= 23_000
+    assert embedded_test_subset(test_set).sizes["galaxy"] == ids.size
+    # The cached training split is keyed by the generator configuration.
+    first = embedded._cached_train_path(tmp_path)
+    changed = test_set.assign_attrs(config=json.dumps({**json.loads(test_set.attrs["config"]), "seed": 1}))
+    from sfhkit.data.store import write_histories
+
+    write_histories(changed, tmp_path / "other.nc")
+    monkeypatch.setattr(embedded, "embedded_path", lambda name: tmp_path / "other.nc")
+    assert embedded._cached_train_path(tmp_path) != first
+
+
+def test_stand_in_follows_tng_quenching_and_metallicity(test_set):
+    """The retuned stand-in (issue 16) against the published TNG trends, by surviving stellar
+    mass (README, "The stand-in against TNG"): centrals below 1e10 Msun are rarely quenched
+    (Donnari et al. 2021), most galaxies above 1e10.5 Msun are, and the median mass-weighted
+    metallicity is at most solar below 1e11 Msun."""
+    from sfhkit.data.summary import by_surviving_mass, surviving_mass_today_msun
+
+    h = test_set.histories.values
+    rows = by_surviving_mass(h, surviving_mass_today_msun(h), test_set.is_satellite.values)
+    for low_mass in ("8.5-9.0", "9.0-9.5", "9.5-10.0"):
+        assert rows[low_mass]["quenched_fraction_centrals"] < 0.05
+        assert rows[low_mass]["quenched_fraction"] < 0.15
+    assert rows["10.5-11.0"]["quenched_fraction"] > 0.6
+    for row in rows.values():
+        if row["n"] > 50:
+            assert row["mass_weighted_logz_solar"] < 0.0
+            assert 0.2 < row["main_sequence_scatter_dex"] < 0.5

@@ -21,7 +21,7 @@ def model(grid):
 
 @pytest.fixture(scope="module")
 def mock(model):
-    truth = load_histories("test").histories.values[2122]     # log10 formed mass 10.5
+    truth = load_histories("test").histories.values[2122]     # log10 formed mass 10.0, quenched
     return mock_observation(truth, model, snr=50, seed=1)
 
 

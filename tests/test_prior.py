@@ -165,8 +165,16 @@ def test_quality_metrics_on_known_cases(histories):
     ks = ks_distances(histories[:256], histories[256:])
     assert max(ks.values()) < 0.15
     scaled = histories[256:].copy()
-    scaled[:, 0] *= 10
-    assert ks_distances(histories[:256], scaled)["log10_formed_mass"] > 0.3  # 1 dex shift of a 3 dex wide set
+    scaled[:, 0] *= 10                                               # 1 dex more mass
+    from scipy.stats import ks_2samp
+
+    from sfhkit.histories import formed_mass_msun
+    from sfhkit.quality import resolved
+
+    log_mass = [np.log10(formed_mass_msun(resolved(h))) for h in (histories[:256], scaled)]
+    expected = ks_2samp(*log_mass).statistic                         # the set is about 3 dex wide
+    assert ks_distances(histories[:256], scaled)["log10_formed_mass"] == pytest.approx(expected, abs=1e-4)
+    assert expected > 0.2
 
 
 def test_fine_tuning_from_a_checkpoint_with_cosine_decay(histories, tmp_path):
@@ -228,7 +236,7 @@ def test_sfr_scale_travels_in_the_checkpoint(histories, tmp_path):
 
 
 def test_coarse_steps_give_bounded_prior_draws():
-    """Issue 16: with 15 Euler-Maruyama steps every draw of the default prior ran to the SFR cap
+    """Issue 16: with 15 Euler-Maruyama steps every draw of the MLP prior ran to the SFR cap
     (its drift overshoots the denoised history and its noise leaves the draws 2.2x above the noise
     level the network is evaluated at); the ancestral sampler's draws stay bounded at any step count."""
     from sfhkit.prior import MAX_SFR
@@ -237,7 +245,8 @@ def test_coarse_steps_give_bounded_prior_draws():
     coarse = prior.sample(100, steps=15, seed=0, progress=False)
     assert torch.isfinite(coarse).all() and float(coarse[:, 0].max()) < 0.1 * MAX_SFR
     paper = prior.sample(100, steps=15, seed=0, progress=False, integrator="euler-maruyama")
-    assert int((paper[:, 0] >= 0.999 * MAX_SFR).any(1).sum()) > 90
+    # 100 of 100 with the MLP prior before issue 16, 49 with today's NCSNpp: still a runaway.
+    assert int((paper[:, 0] >= 0.999 * MAX_SFR).any(1).sum()) > 30
     with pytest.raises(ValueError, match="integrator"):
         prior.sample(2, steps=2, progress=False, integrator="heun")
 

@@ -19,22 +19,29 @@ def embedded_path(name: str) -> Path:
 
 
 def _cached_train_path(cache_dir=None) -> Path:
+    """Where the regenerated training split is cached: named after a hash of the generator
+    configuration of the shipped test file, so a new stand-in never reads an old cache."""
+    import hashlib
+
     from ..ssp import default_cache_dir
     from .synthetic import PREFIX
 
-    return Path(cache_dir or default_cache_dir()) / "histories" / f"{PREFIX}_train.nc"
+    config = read_histories(embedded_path(f"{PREFIX}_test.nc")).attrs["config"]
+    key = hashlib.blake2b(config.encode(), digest_size=6).hexdigest()
+    return Path(cache_dir or default_cache_dir()) / "histories" / f"{PREFIX}_{key}_train.nc"
 
 
 def load_histories(split: str = "test", source: str = "synthetic", *, cache_dir=None,
                    generate: bool = True, progress: bool = True) -> xr.Dataset:
     """The embedded stand-in histories as an xarray.Dataset (see sfhkit.data.store for the format).
 
-    "test" is shipped in data/.  "train" is regenerated deterministically from the seed recorded in
+    "test" is shipped in data/ (the part of the test split with galaxy_id < 24000, see
+    sfhkit.data.synthetic).  "train" is regenerated deterministically from the seed recorded in
     the test file the first time it is asked for (needs `pip install 'sfhkit[synthetic]'`, about a
     minute) and cached; `generate=False` raises instead.  For the real TNG50 set run
     `sfhkit data tng` and open its files with sfhkit.data.read_histories.
     """
-    from .synthetic import PREFIX, build_synthetic_dataset, config_from_file
+    from .synthetic import PREFIX, build_synthetic_dataset, config_from_file, embedded_test_subset
 
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}; "
@@ -49,7 +56,7 @@ def load_histories(split: str = "test", source: str = "synthetic", *, cache_dir=
         if not generate:
             raise FileNotFoundError(f"no cached training split at {train_path}; run `sfhkit data synthetic`")
         paths = build_synthetic_dataset(train_path.parent, config_from_file(test_path), progress=progress)
-        _warn_if_regeneration_differs(read_histories(paths["test"]), read_histories(test_path))
+        _warn_if_regeneration_differs(embedded_test_subset(read_histories(paths["test"])), read_histories(test_path))
     return read_histories(train_path)
 
 
