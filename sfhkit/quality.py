@@ -108,8 +108,8 @@ def physical_features(histories: np.ndarray, time_bins: TimeBins | None = None) 
     the test set's populated bins lie below -2.5, which alone let the trees tell the sets apart
     (AUC 0.99 on logz_where_mass, measured on the prior before issue 16).  With a clip at the
     prior's -2.5 instead, the test set's early bins sit exactly at -2.5 and the prior's draws a
-    hundredth of a dex above it, and the trees split on that (AUC 0.89 on the prior of issue 16;
-    0.55 on bins 20-63 alone)."""
+    hundredth of a dex above it, and the trees split on that (AUC 0.89 for the MLP fine-tuned in
+    issue 16; 0.55 on bins 20-63 alone)."""
     from .prior import LOGZ_RANGE
     from .ssp import BC03_LOWEST_LOGZ_SOLAR
 
