@@ -27,11 +27,6 @@ def _percentiles(values: np.ndarray) -> dict:
     return {f"p{p}": round(float(np.percentile(v, p)), 3) for p in PERCENTILES}
 
 
-def _median(values: np.ndarray) -> float | None:
-    v = values[np.isfinite(values)]
-    return round(float(np.median(v)), 3) if v.size else None
-
-
 def by_surviving_mass(histories: np.ndarray, surviving_mass_msun: np.ndarray, is_satellite=None,
                       time_bins: TimeBins | None = None) -> dict:
     """The quantities published for TNG, in bins of log10 surviving stellar mass today (Msun):
@@ -57,12 +52,12 @@ def by_surviving_mass(histories: np.ndarray, surviving_mass_msun: np.ndarray, is
         if satellite is not None:
             for name, part in (("centrals", sel & ~satellite), ("satellites", sel & satellite)):
                 row[f"quenched_fraction_{name}"] = round(float(quenched[part].mean()), 3) if part.any() else None
-        row.update({"mass_weighted_logz_solar": _median(q["mass_weighted_logz"][sel]),
-                    "lookback_t50_gyr": _median(today - q["t50_gyr"][sel]),
-                    "lookback_t90_gyr": _median(today - q["t90_gyr"][sel]),
-                    "main_sequence_log_ssfr_per_yr": _median(log_ssfr[sf]),
+        row.update({"mass_weighted_logz_solar": _percentiles(q["mass_weighted_logz"][sel])["p50"],
+                    "lookback_t50_gyr": _percentiles(today - q["t50_gyr"][sel])["p50"],
+                    "lookback_t90_gyr": _percentiles(today - q["t90_gyr"][sel])["p50"],
+                    "main_sequence_log_ssfr_per_yr": _percentiles(log_ssfr[sf])["p50"],
                     "main_sequence_scatter_dex": round(float(np.std(log_ssfr[sf])), 3) if sf.sum() > 2 else None,
-                    "burstiness_dex": _median(q["burstiness_dex"][sel])})
+                    "burstiness_dex": _percentiles(q["burstiness_dex"][sel])["p50"]})
         out[f"{lo}-{hi}"] = row
     return out
 
