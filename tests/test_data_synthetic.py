@@ -152,6 +152,7 @@ def test_files_made_before_issue_16_regenerate_with_their_own_settings(tmp_path,
 
 def test_embedded_set_is_the_start_of_the_full_test_split(test_set, tmp_path, monkeypatch):
     from sfhkit.data import embedded
+    from sfhkit.data.store import write_histories
     from sfhkit.data.synthetic import EMBEDDED_TEST_GALAXY_ID_LIMIT, embedded_test_subset
 
     ids = test_set.galaxy_id.values
@@ -162,8 +163,6 @@ def test_embedded_set_is_the_start_of_the_full_test_split(test_set, tmp_path, mo
     # The cached training split is keyed by the generator configuration.
     first = embedded._cached_train_path(tmp_path)
     changed = test_set.assign_attrs(config=json.dumps({**json.loads(test_set.attrs["config"]), "seed": 1}))
-    from sfhkit.data.store import write_histories
-
     write_histories(changed, tmp_path / "other.nc")
     monkeypatch.setattr(embedded, "embedded_path", lambda name: tmp_path / "other.nc")
     assert embedded._cached_train_path(tmp_path) != first
