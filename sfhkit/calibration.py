@@ -23,7 +23,10 @@ The true histories (`truths`):
   (`sfhkit.data.store`) or a NumPy .npy array (n, 2, 64) of SFR (Msun/yr) and log10 Z/Zsun.
 
 Besides coverage, the report gives each quantity's bias: the mean and median over galaxies of
-(posterior median - truth).
+(posterior median - truth), and per galaxy (`per_galaxy`, in the JSON file only) the truth and the
+2.5, 16, 50, 84 and 97.5 % quantiles of the kept draws, so that coverage can be broken down by any
+property of the truths; `by_truth_quenched` gives coverage and mean bias for quenched truths
+(`sfhkit.histories.is_quenched`: last-bin sSFR below 1e-11 /yr) and star-forming ones apart.
 """
 
 from __future__ import annotations
@@ -40,6 +43,21 @@ LEVELS = (0.68, 0.95)
 TRUTHS = ("test", "prior", "parametric")         # or a path to a histories file
 GOAL_TOLERANCE = 0.05                            # in distribution: coverage and TARP within this of nominal
 OUT_OF_DISTRIBUTION_GOAL = {"0.68": 0.55, "0.95": 0.90}   # minimum coverage on histories the prior never saw
+
+
+# The quantiles of each galaxy's kept draws in the report's `per_galaxy`.
+PER_GALAXY_QUANTILES = {"p2.5": 0.025, "p16": 0.16, "p50": 0.5, "p84": 0.84, "p97.5": 0.975}
+
+
+def _nanmean_or_none(values: np.ndarray):
+    """Mean over the finite values; None when there are none (an empty group)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
+
+
+def _rounded(values: np.ndarray) -> list:
+    """JSON-ready list, 4 decimals, None for NaN."""
+    return [None if not np.isfinite(v) else round(float(v), 4) for v in values]
 
 
 def load_truths(path, n_bins: int = 64) -> np.ndarray:
@@ -102,6 +120,7 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int = 100, steps: in
     from .posterior import true_quantities
     from .prior import Prior
     from .data.parametric import parametric_histories
+    from .histories import is_quenched
     from .sampler import DEFAULT_STEPS, sample_posterior
     from .ssp import SSPGrid
 
@@ -148,13 +167,30 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int = 100, steps: in
               "goal": (f"in distribution: coverage and TARP within {GOAL_TOLERANCE} of nominal; out of distribution: "
                        f"coverage at least {OUT_OF_DISTRIBUTION_GOAL}")}
     report["coverage_all_draws"] = {}
+    report["per_galaxy"] = {}
+    # The same figures for quenched and star-forming truths apart: a prior wrong about one kind of
+    # history shows there first (issue 16: the parametric family's sharply quenched histories).
+    truth_quenched = is_quenched(true_histories, model.time_bins)
+    groups = {"quenched": truth_quenched, "star_forming": ~truth_quenched}
+    report["by_truth_quenched"] = {group: {"n": int(sel.sum()), "coverage": {}, "bias_mean": {}}
+                                   for group, sel in groups.items()}
     for name in QUANTITIES:
-        for key, per_galaxy in (("coverage", derived), ("coverage_all_draws", derived_all)):
-            draws = np.stack([d[name] for d in per_galaxy])
-            report[key][name] = {f"{level:.2f}": float(np.nanmean(interval_coverage(true_q[name], draws, level)))
-                                 for level in LEVELS}
-        error = np.nanmedian(np.stack([d[name] for d in derived]), axis=1) - true_q[name]
+        draws_all = np.stack([d[name] for d in derived_all])
+        report["coverage_all_draws"][name] = {
+            f"{level:.2f}": float(np.nanmean(interval_coverage(true_q[name], draws_all, level))) for level in LEVELS}
+        draws = np.stack([d[name] for d in derived])
+        inside = {level: interval_coverage(true_q[name], draws, level) for level in LEVELS}
+        report["coverage"][name] = {f"{level:.2f}": float(np.nanmean(inside[level])) for level in LEVELS}
+        error = np.nanmedian(draws, axis=1) - true_q[name]
         report["bias"][name] = {"mean": float(np.nanmean(error)), "median": float(np.nanmedian(error))}
+        for group, sel in groups.items():
+            entry = report["by_truth_quenched"][group]
+            entry["coverage"][name] = {f"{level:.2f}": _nanmean_or_none(inside[level][sel]) for level in LEVELS}
+            entry["bias_mean"][name] = _nanmean_or_none(error[sel])
+        # Per galaxy, so that coverage can be broken down by any property of the truths.
+        quantiles = np.nanquantile(draws, list(PER_GALAXY_QUANTILES.values()), axis=1)
+        report["per_galaxy"][name] = {"truth": _rounded(true_q[name]),
+                                      **{key: _rounded(q) for key, q in zip(PER_GALAXY_QUANTILES, quantiles)}}
     sfr_draws = np.stack([p.samples()[:, 0] for p in posteriors])                     # (G, keep, 64)
     per_bin = {f"{level:.2f}": np.nanmean(interval_coverage(true_histories[:, 0], sfr_draws, level), axis=0)
                for level in LEVELS}
@@ -227,7 +263,7 @@ def main(args) -> int:
     # On screen: the report without the per-galaxy indices and the 64 per-bin values.
     per_bin = {level: {k: v for k, v in cov.items() if k != "values"}
                for level, cov in report["coverage"]["sfr_per_bin"].items()}
-    printed = {k: v for k, v in report.items() if k != "truth_indices"}
+    printed = {k: v for k, v in report.items() if k not in ("truth_indices", "per_galaxy")}
     printed["coverage"] = {**report["coverage"], "sfr_per_bin": per_bin}
     print(json.dumps(printed, indent=1))
     return 0

@@ -96,6 +96,13 @@ def test_calibrate_and_bench_posterior_run_with_small_settings(grid, tmp_path, c
     assert set(report["bias"]["t50_gyr"]) == {"mean", "median"} and "t90_gyr" in report["coverage"]
     assert set(report["coverage"]["log10_formed_mass"]) == {"0.68", "0.95"}
     assert len(report["coverage"]["sfr_per_bin"]["0.68"]["values"]) == 64
+    # Per galaxy (truth and ordered quantiles) and by quenched / star-forming truth.
+    per_galaxy = report["per_galaxy"]["log10_formed_mass"]
+    assert set(per_galaxy) == {"truth", "p2.5", "p16", "p50", "p84", "p97.5"} and len(per_galaxy["p50"]) == 3
+    assert all(a <= b <= c for a, b, c in zip(per_galaxy["p2.5"], per_galaxy["p50"], per_galaxy["p97.5"]))
+    groups = report["by_truth_quenched"]
+    assert groups["quenched"]["n"] + groups["star_forming"]["n"] == 3
+    assert set(groups["star_forming"]["coverage"]) == set(report["bias"])
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert main(["calibrate", "--n", "2", "--draws", "3", "--keep", "2", "--steps", "4", "--quiet", "--truths", "prior",
                  "--out", str(out)]) == 0
