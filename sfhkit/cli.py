@@ -74,6 +74,7 @@ def _infer(args) -> int:
 def _app(args) -> int:
     """Serve the explorer notebook with Voila on ip:port (127.0.0.1 unless told otherwise)."""
     import os
+    import signal
     import subprocess
 
     if args.notebook:
@@ -93,10 +94,17 @@ def _app(args) -> int:
     command = [sys.executable, "-m", "voila", str(notebook), f"--port={args.port}", f"--Voila.ip={args.ip}",
                "--no-browser", "--show_tracebacks=True"]
     print(f"sfhkit explorer: http://{args.ip}:{args.port}/  (saves go to {out}; Ctrl-C stops it)", flush=True)
+    server = subprocess.Popen(command, env=env)
+    # A SIGTERM to this process (a service manager, a test's teardown) goes on to Voila: without
+    # this, this process died alone and left Voila and its kernels running.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: server.send_signal(signum))
     try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
+        return server.wait()
+    except KeyboardInterrupt:        # Ctrl-C reaches Voila too (same process group): let it finish
+        server.wait()
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _batch(args) -> int:

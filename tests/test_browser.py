@@ -90,6 +90,16 @@ def app_url(tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+    # Terminating `sfhkit app` stops Voila too: nothing answers on the port afterwards.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+        except OSError:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"Voila still answers at {url} after `sfhkit app` was terminated")
 
 
 def _wait_for(page, name, column, predicate, timeout_s, what):
