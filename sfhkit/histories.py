@@ -117,7 +117,12 @@ def burstiness_dex(histories, min_pairs: int = 3) -> np.ndarray:
     return np.where(n >= min_pairs, np.sqrt(var), np.nan)
 
 
-def is_quenched(histories, time_bins: TimeBins | None = None, ssfr_threshold_per_yr: float = 1e-11) -> np.ndarray:
+# The usual quenched cut: specific SFR of the last bin below 1e-11 /yr.
+QUENCHED_SSFR_PER_YR = 1e-11
+
+
+def is_quenched(histories, time_bins: TimeBins | None = None,
+                ssfr_threshold_per_yr: float = QUENCHED_SSFR_PER_YR) -> np.ndarray:
     """True where the SFR of the last bin (the last ~215 Myr) divided by the total formed mass is
     below `ssfr_threshold_per_yr` (the usual log sSFR < -11 cut, with formed rather than surviving mass)."""
     h = np.asarray(histories)

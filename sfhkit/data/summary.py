@@ -17,7 +17,6 @@ PERCENTILES = (16, 50, 84)
 UNIT_NAMES = {"log10_formed_mass": "log10_formed_mass_msun", "mass_weighted_logz": "mass_weighted_logz_solar"}
 MASS_BINS_LOG_MSUN = ((5.0, 8.0), (8.0, 9.0), (9.0, 10.0), (10.0, 10.5), (10.5, 11.0), (11.0, 13.0))
 SURVIVING_MASS_BINS_LOG_MSUN = ((8.5, 9.0), (9.0, 9.5), (9.5, 10.0), (10.0, 10.5), (10.5, 11.0), (11.0, 11.5))
-QUENCHED_SSFR_PER_YR = 1e-11
 
 
 def _percentiles(values: np.ndarray) -> dict:
@@ -40,7 +39,7 @@ def by_surviving_mass(histories: np.ndarray, surviving_mass_msun: np.ndarray, is
     log_mass = np.log10(np.asarray(surviving_mass_msun, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         log_ssfr = np.log10(h[:, hist.SFR, -1]) - log_mass
-    quenched = ~(log_ssfr >= np.log10(QUENCHED_SSFR_PER_YR))
+    quenched = ~(log_ssfr >= np.log10(hist.QUENCHED_SSFR_PER_YR))
     satellite = None if is_satellite is None else np.asarray(is_satellite, dtype=bool)
     today = bins.age_of_universe_gyr
     out = {}
