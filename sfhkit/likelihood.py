@@ -11,12 +11,25 @@ the first:
     the physical history, Sigma_y the noise, diag(A A^T) estimated as the per-pixel variance of
     S(alpha) over 1000 draws alpha ~ N(0, I) of the normalised space, once per observation
     (`cla_variance`); the score is clipped (see below).
-  - "jacobian" (default, ours): p(x0 | x_t) ~ N(x0_hat, r_t^2 I) with the denoised
-    x0_hat = x_t + sigma_t^2 s(x_t) (no gradient through the network) and r_t^2 = sigma_t^2 / (1 + sigma_t^2),
-    the moments for a unit-variance Gaussian prior (the scale of the normalised space), and the
-    full low-rank A A^T of the Jacobian at x0_hat:
-        p_t(y | x_t) ~ N(y | S(x0_hat), Sigma_y + r_t^2 A A^T),  d x0_hat / d x_t ~ I / (1 + sigma_t^2).
-    Why (measured, README "Posterior sampling"): the diagonal estimate treats 3800 pixels as
+  - "jacobian" (default, ours): p(x0 | x_t) ~ N(x0_hat, C_t) with the denoised
+    x0_hat = x_t + sigma_t^2 s(x_t) (no gradient through the network) and the covariance and
+    Jacobian of a Gaussian prior N(., Sigma) with the training histories' covariance Sigma
+    (`HistoryTransform.covariance`, 128 x 128 in the normalised space):
+        C_t = sigma_t^2 Sigma (Sigma + sigma_t^2 I)^-1,   d x0_hat / d x_t ~ C_t / sigma_t^2,
+    and the full low-rank A A^T of the Jacobian at x0_hat:
+        p_t(y | x_t) ~ N(y | S(x0_hat), Sigma_y + A C_t A^T).
+    Why the covariance: the normalised space has unit variance per dimension, but its dimensions
+    are far from independent (the default's Sigma has eigenvalues 0.005 to 98: SFR and log Z move
+    together across bins).  With the identity in place of Sigma (this variant until issue 16, as
+    Pi-GDM's r_t^2 = sigma_t^2 / (1 + sigma_t^2)) the CLA gave the common level of a history a tenth
+    of its prior freedom and the bin-to-bin detail ten times too much: on prior draws (simulation-based
+    calibration) the posterior means sat too close to the prior's, the draws were too wide per bin,
+    and TARP missed by 0.22; with Sigma the posterior mean's error fell by a third and TARP's miss
+    to about half (README, "Calibration").  On a correlated Gaussian prior with a linear model this
+    variant is the exact noised likelihood (tests/test_sampler.py); with the identity the same
+    test's means are off by up to 0.6 posterior standard deviations.  A checkpoint without a
+    covariance gets the identity.
+    Why the Jacobian (measured, README "Posterior sampling"): the diagonal estimate treats 3800 pixels as
     independent when their errors are driven by the same 128 numbers, and the draws' variance is set
     by the prior's massive galaxies, not by the one observed; linearising at the noisy x_t puts the
     first steps at absurd histories.  With the paper's variant the samples end far from the data
@@ -24,11 +37,10 @@ the first:
     With the compressed model flux = c(h) @ B (`ForwardModel.linear_parts`), A = K B, K = dc/dx
     (K x 128), and by the Woodbury and push-through identities the score is a damped Gauss-Newton
     direction computed in the K-dimensional coefficient space (K = SVD rank + 1):
-        grad log p_t = K^T (I + r_t^2 M K K^T)^-1 (b - M c) / (1 + sigma_t^2),  M = B W B^T,  b = B W y,
-    W = diag(used / sigma_y^2); M and b are computed once per observation.  For a linear model and
-    a standard-normal prior it is the exact noised likelihood (tested: the sampler then recovers
-    the analytic posterior).  The score used is alpha times this, alpha <= 1 from a backtracking
-    line search (below; alpha = 1 for a linear model).
+        grad log p_t = (C_t / sigma_t^2) K^T (I + M K C_t K^T)^-1 (b - M c),  M = B W B^T,  b = B W y,
+    W = diag(used / sigma_y^2); M and b are computed once per observation, and C_t is applied in
+    Sigma's eigenbasis (no 128 x 128 product per draw).  The score used is alpha times this,
+    alpha <= 1 from a backtracking line search (below; alpha = 1 for a linear model).
 * DPS (Chung et al. 2023), "Tweedie": p_t(y | x_t) ~ p(y | x0_hat(x_t)) with the denoised estimate
   x0_hat = x_t + sigma_t^2 s_theta(x_t, t); the gradient goes back through the score network.
 
@@ -175,6 +187,14 @@ class SpectrumLikelihood:
         self.normal_matrix = torch.einsum("kp,gp,lp->gkl", basis64, weight, basis64)      # (G, K, K)
         self.projected_flux = torch.einsum("kp,gp->gk", basis64, weight * flux)
         self.aat_diag = None
+        if kind == "cla" and cla == "jacobian":
+            # The Gaussian p(x0 | x_t) of `_cla_jacobian_score`: the training covariance's eigenvalues
+            # and the rows of its eigenvectors that belong to the bins the data see (float64).
+            eigenvalues, vectors = torch.linalg.eigh(transform.covariance.double())
+            active = forward_model.active_bins.to(device)
+            self._cov_eigenvalues = eigenvalues.clamp_min(0.0)                             # (D,)
+            self._cov_vectors = vectors                                                     # (D, D)
+            self._cov_vectors_active = vectors[torch.cat([active, active + n_bins])]        # (2 active, D)
         if kind == "cla" and cla == "paper":
             self.aat_diag = cla_variance(forward_model, transform, self.av, cla_draws, cla_seed)[None].to(device)
 
@@ -215,9 +235,9 @@ class SpectrumLikelihood:
         return grad
 
     def _cla_jacobian_score(self, x_t: torch.Tensor, sigma_t: torch.Tensor, prior_score) -> torch.Tensor:
-        """grad_x_t log N(y | S(x0), Sigma_y + r^2 A A^T) with d x0 / d x_t = 1 / (1 + sigma^2): at the
-        denoised x0 = x_t + sigma^2 s(x_t) and r^2 = sigma^2 / (1 + sigma^2), the moments of
-        p(x0 | x_t) for a unit-variance Gaussian prior (the normalised space's marginal scale)."""
+        """grad_x_t log N(y | S(x0), Sigma_y + A C A^T) (module docstring): x0 = x_t + sigma^2 s(x_t),
+        and p(x0 | x_t) ~ N(x0, C) with C = sigma^2 Sigma (Sigma + sigma^2)^-1 and d x0 / d x_t = C / sigma^2,
+        the moments for a Gaussian prior of the training covariance Sigma (`transform.covariance`)."""
         n = x_t.shape[0]
         s2 = sigma_t.view(-1, 1, 1) ** 2
         x0 = x_t + s2 * prior_score
@@ -233,59 +253,59 @@ class SpectrumLikelihood:
                               d_logz * d_physical[:, 1, active, None]], dim=1).double()   # (B, 2 bins, K)
         normal = self._rows(self.normal_matrix, n)
         residual = self._rows(self.projected_flux, n) - torch.bmm(normal, coefficients.double().unsqueeze(-1)).squeeze(-1)
-        # (I + r^2 K^T M K)^-1 K^T u = K^T (I + r^2 M K K^T)^-1 u  (push-through: a K x K solve),
-        # in float64: M spans many decades (in float32 some draws of faint galaxies diverged).
-        r2 = (s2 / (1 + s2)).double()
-        system = r2 * torch.bmm(normal, torch.bmm(jacobian.transpose(1, 2), jacobian))
+        # C in the eigenbasis of Sigma = V diag(l) V^T: C = V diag(d) V^T, d = l sigma^2 / (l + sigma^2).
+        # With J = `jacobian` (the docstring's K^T) and P = V_active^T J (J in Sigma's eigenbasis),
+        # K C K^T = P^T diag(d) P, and w = (I + M K C K^T)^-1 u is a K x K solve per draw, in float64
+        # (M spans many decades: in float32 some draws of faint galaxies diverged).
+        s2_64 = s2.view(-1, 1).double()
+        shrink = self._cov_eigenvalues * s2_64 / (self._cov_eigenvalues + s2_64)                 # d, (B, D)
+        projected_jacobian = torch.einsum("ad,bak->bdk", self._cov_vectors_active, jacobian)     # P, (B, D, K)
+        system = torch.bmm(normal, torch.bmm(projected_jacobian.transpose(1, 2), shrink.unsqueeze(-1) * projected_jacobian))
         system.diagonal(dim1=1, dim2=2).add_(1.0)
         solved = torch.linalg.solve(system, residual.unsqueeze(-1))
         # The shift of the denoised history that the linearised proximal problem asks for,
-        # r^2 K^T (I + r^2 M K K^T)^-1 u, shortened by a backtracking line search (`_line_search`).
-        shift = r2.view(-1, 1) * torch.bmm(jacobian, solved).squeeze(-1)                      # (B, 2 bins)
-        alpha = self._line_search(x0.detach(), shift, active, r2.view(-1), coefficients.double(),
-                                  torch.bmm(jacobian, residual.unsqueeze(-1)).squeeze(-1), normal)
-        step = (alpha.view(-1, 1) * shift / s2.double().view(-1, 1)).to(x_t.dtype)            # sigma^-2 * shift
-        out = torch.zeros_like(x_t)
-        n_active = active.numel()
-        out[:, 0, active] = step[:, :n_active]
-        out[:, 1, active] = step[:, n_active:]
-        return out
+        # C K^T w over all 128 dimensions (correlations carry it to bins the data do not see),
+        # shortened by a backtracking line search (`_line_search`).
+        p_w = torch.bmm(projected_jacobian, solved).squeeze(-1)                                  # P w, (B, D)
+        shift = (shrink * p_w) @ self._cov_vectors.T                                              # V diag(d) P w, (B, D)
+        prior_cost = 0.5 * (shrink * p_w ** 2).sum(-1)               # 1/2 shift^T C^-1 shift = 1/2 w^T P^T diag(d) P w
+        gradient = torch.bmm(jacobian, residual.unsqueeze(-1)).squeeze(-1)                         # K^T u
+        flat_active = torch.cat([active, active + self.forward_model.n_bins])
+        alpha = self._line_search(x0.detach(), shift, prior_cost, coefficients.double(),
+                                  (gradient * shift[:, flat_active]).sum(-1), normal)
+        return (alpha.view(-1, 1) * shift / s2_64).to(x_t.dtype).view_as(x_t)                       # C / sigma^2 * ...
 
-    def _line_search(self, x0, shift, active, r2, coefficients, gradient, normal):
+    def _line_search(self, x0, shift, prior_cost, coefficients, descent, normal):
         """Step lengths alpha in {1, 1/2, ..., 2^-(LINE_SEARCH_HALVINGS-1)}, or 0, per draw: the largest
         that satisfies Armijo's condition on the proximal objective the Gauss-Newton step linearises,
 
-            f(x) = 1/2 c(x)^T M c(x) - b^T c(x) + |x - x0|^2 / (2 r^2)
+            f(x) = 1/2 c(x)^T M c(x) - b^T c(x) + 1/2 (x - x0)^T C^-1 (x - x0)
 
-        (chi^2 / 2 up to a constant, plus the term of p(x0 | x_t) = N(x0, r^2 I)), that is
-        f(x0 + alpha shift) <= f(x0) - 1e-4 alpha (K^T u) . shift, with `gradient` = K^T u (B, 2 bins)
-        the negative gradient of the chi^2 term at x0 (the shift is a descent direction) and `normal`
-        the per-draw normal matrix M (B, K, K) the caller already holds.  For a linear
+        (chi^2 / 2 up to a constant, plus the term of p(x0 | x_t) = N(x0, C)), that is
+        f(x0 + alpha shift) <= f(x0) - 1e-4 alpha descent.  `shift` (B, D) is flat over the normalised
+        history, `prior_cost` (B,) is 1/2 shift^T C^-1 shift, `descent` (B,) = (K^T u) . shift the
+        decrease of the chi^2 term along the shift at x0 (positive: a descent direction), and
+        `normal` the per-draw normal matrix M (B, K, K) the caller already holds.  For a linear
         model f is quadratic and alpha = 1, its exact minimiser, always passes: the analytic posterior
         is unchanged.  With the prior's log-like SFR transform a full step can overshoot by orders of
         magnitude (a bin whose SFR is already large has the largest Jacobian, so it takes most of the
         shift, and its light grows exponentially along it); the search shortens such a step instead of
         letting the draw run away to the SFR cap.  Only the draws that fail are tried again, halved."""
-        n, n_active = shift.shape[0], active.numel()
+        n = shift.shape[0]
         projected = self._rows(self.projected_flux, n)
 
         def half_chi2(c, rows):                 # 1/2 c^T M c - b^T c per draw, float64
             return 0.5 * torch.einsum("bk,bkl,bl->b", c, normal[rows], c) - (c * projected[rows]).sum(-1)
 
         f0 = half_chi2(coefficients, slice(None))
-        slope = -(gradient * shift).sum(-1)                                           # directional derivative
-        step_norm2 = (shift ** 2).sum(-1) / (2 * r2)
         alpha = torch.zeros(n, dtype=torch.float64, device=shift.device)
         pending = torch.arange(n, device=shift.device)
         for halving in range(LINE_SEARCH_HALVINGS):
             a = 0.5 ** halving
-            trial = x0[pending].clone()
-            moved = (a * shift[pending]).to(x0.dtype)
-            trial[:, 0, active] += moved[:, :n_active]
-            trial[:, 1, active] += moved[:, n_active:]
+            trial = x0[pending] + (a * shift[pending]).to(x0.dtype).view_as(x0[pending])
             c = self.forward_model.coefficients_only(self.transform.physical(trial), self.table).double()
-            f = half_chi2(c, pending) + a ** 2 * step_norm2[pending]
-            ok = f <= f0[pending] + 1e-4 * a * slope[pending]
+            f = half_chi2(c, pending) + a ** 2 * prior_cost[pending]
+            ok = f <= f0[pending] - 1e-4 * a * descent[pending]
             alpha[pending[ok]] = a
             pending = pending[~ok]
             if pending.numel() == 0:

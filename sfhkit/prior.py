@@ -65,7 +65,8 @@ class HistoryTransform(nn.Module):
 
     KINDS = ("asinh", "zscore")
 
-    def __init__(self, kind: str = "asinh", mean=None, std=None, sfr_scale: float = ASINH_SFR_SCALE):
+    def __init__(self, kind: str = "asinh", mean=None, std=None, sfr_scale: float = ASINH_SFR_SCALE,
+                 covariance=None):
         super().__init__()
         if kind not in self.KINDS:
             raise ValueError(f"transform kind must be one of {self.KINDS}, got {kind!r}")
@@ -75,6 +76,15 @@ class HistoryTransform(nn.Module):
         self.sfr_scale = float(sfr_scale)
         self.register_buffer("mean", torch.zeros(N_CHANNELS, N_BINS) if mean is None else torch.as_tensor(mean).float())
         self.register_buffer("std", torch.ones(N_CHANNELS, N_BINS) if std is None else torch.as_tensor(std).float())
+        # Covariance of the normalised training histories, flattened channel-major (SFR bins, then
+        # log Z bins): the Gaussian the Jacobian CLA takes for p(x0 | x_t) (sfhkit.likelihood).
+        # Identity when unknown (checkpoints written before it was recorded): the unit-variance,
+        # uncorrelated Gaussian the CLA assumed before.
+        dim = self.mean.numel()
+        covariance = torch.eye(dim) if covariance is None else torch.as_tensor(covariance).float()
+        if covariance.shape != (dim, dim):
+            raise ValueError(f"covariance must be ({dim}, {dim}), got {tuple(covariance.shape)}")
+        self.register_buffer("covariance", covariance)
 
     def _forward_map(self, h: torch.Tensor) -> torch.Tensor:
         if self.kind == "zscore":
@@ -85,16 +95,29 @@ class HistoryTransform(nn.Module):
 
     @classmethod
     def fit(cls, histories, kind: str = "asinh", sfr_scale: float = ASINH_SFR_SCALE) -> "HistoryTransform":
-        """Statistics of the mapped training histories (per channel and bin)."""
+        """Statistics of the mapped training histories: mean and std per channel and bin, and the
+        covariance of the normalised histories (`with_covariance_of`)."""
         t = cls(kind, sfr_scale=sfr_scale)
         mapped = t._forward_map(torch.as_tensor(np.asarray(histories), dtype=torch.float64))
         std = mapped.std(dim=0)
-        return cls(kind, mapped.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std)), sfr_scale)
+        t = cls(kind, mapped.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std)), sfr_scale)
+        return t.with_covariance_of(histories)
+
+    def with_covariance_of(self, histories) -> "HistoryTransform":
+        """The same transform, with the covariance of `histories` (n, 2, 64) in its normalised space
+        (for a checkpoint trained before the covariance was recorded: pass its training histories)."""
+        x = self.normalise(torch.as_tensor(np.asarray(histories), dtype=torch.float64)).flatten(1).double()
+        if x.shape[0] < 2:
+            raise ValueError(f"need at least 2 histories for a covariance, got {x.shape[0]}")
+        covariance = torch.cov(x.T)
+        return type(self)(self.kind, self.mean, self.std, self.sfr_scale, covariance)
 
     @classmethod
     def from_state(cls, state: dict) -> "HistoryTransform":
-        """Inverse of `state()`; checkpoints written before sfr_scale existed used 0.1 Msun/yr."""
-        return cls(state["kind"], state["mean"], state["std"], float(state.get("sfr_scale", LEGACY_SFR_SCALE)))
+        """Inverse of `state()`; checkpoints written before sfr_scale existed used 0.1 Msun/yr, and
+        those written before the covariance was recorded get the identity."""
+        return cls(state["kind"], state["mean"], state["std"], float(state.get("sfr_scale", LEGACY_SFR_SCALE)),
+                   state.get("covariance"))
 
     def normalise(self, histories: torch.Tensor) -> torch.Tensor:
         h = torch.as_tensor(histories, dtype=self.mean.dtype, device=self.mean.device)
@@ -114,7 +137,7 @@ class HistoryTransform(nn.Module):
 
     def state(self) -> dict:
         return {"kind": self.kind, "mean": self.mean.detach().cpu(), "std": self.std.detach().cpu(),
-                "sfr_scale": self.sfr_scale}
+                "sfr_scale": self.sfr_scale, "covariance": self.covariance.detach().cpu()}
 
 
 class _FlatMLP(nn.Module):

@@ -8,7 +8,9 @@ of t (geometric in the noise level sigma).  Two integrators (`integrator`):
   level s_i to s_(i+1) < s_i.  Given the clean history x0, x at level s_(i+1) is
   N(x0 + (s_(i+1)^2 / s_i^2)(x_i - x0), s_(i+1)^2 (s_i^2 - s_(i+1)^2) / s_i^2); averaged over
   p(x0 | x_i) ~ N(x0_hat, r_i^2 I), x0_hat = x_i + s_i^2 s(x_i, t_i) (Tweedie) and
-  r_i^2 = s_i^2 / (1 + s_i^2) (the unit-variance Gaussian the Jacobian CLA assumes too):
+  r_i^2 = s_i^2 / (1 + s_i^2) (a unit-variance Gaussian, the normalised space's marginal scale;
+  the Jacobian CLA uses the training covariance instead, sfhkit.likelihood, but isotropic noise
+  needs one number, and at 150 steps this term adds at most 14 % to a step's variance):
 
       x_(i+1) = x_i + (s_i^2 - s_(i+1)^2) s(x_i, t_i) + sqrt(v_i) z_i,
       v_i = s_(i+1)^2 (s_i^2 - s_(i+1)^2) / s_i^2 + ((s_i^2 - s_(i+1)^2) / s_i^2)^2 r_i^2,

@@ -235,6 +235,27 @@ def test_sfr_scale_travels_in_the_checkpoint(histories, tmp_path):
         HistoryTransform("asinh", sfr_scale=0.0)
 
 
+def test_training_covariance_travels_in_the_checkpoint(histories, tmp_path):
+    """The covariance of the normalised training histories (the Jacobian CLA's Gaussian for
+    p(x0 | x_t)) is fitted with the transform, saved and loaded; checkpoints without it get the
+    identity, the CLA's earlier unit-variance assumption.  The embedded default carries its own."""
+    transform = HistoryTransform.fit(histories)
+    x = transform.normalise(torch.as_tensor(histories)).flatten(1).double()
+    np.testing.assert_allclose(transform.covariance.double().numpy(), np.cov(x.numpy().T), rtol=1e-4, atol=1e-5)
+    assert torch.allclose(transform.covariance.diagonal(), torch.ones(128), atol=1e-3)   # z-scored: unit variances
+    prior = Prior("mlp", {"units": 32, "layers": 2}, transform)
+    loaded = Prior.load(prior.save(tmp_path / "p.pt"))
+    torch.testing.assert_close(loaded.transform.covariance, transform.covariance)
+    state = transform.state()
+    del state["covariance"]
+    assert torch.equal(HistoryTransform.from_state(state).covariance, torch.eye(128))
+    with pytest.raises(ValueError, match="covariance"):
+        HistoryTransform(covariance=torch.eye(3))
+    default = Prior.default().transform.covariance
+    assert not torch.allclose(default, torch.eye(128), atol=0.1)
+    assert float(torch.linalg.eigvalsh(default.double()).max()) > 10   # the histories' common level
+
+
 def test_coarse_steps_give_bounded_prior_draws():
     """Issue 16: with 15 Euler-Maruyama steps every draw of the MLP prior ran to the SFR cap
     (its drift overshoots the denoised history and its noise leaves the draws 2.2x above the noise

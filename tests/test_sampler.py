@@ -221,3 +221,57 @@ def test_line_search_keeps_full_steps_for_a_linear_model(problem):
     like._line_search = spy
     reverse_diffusion(prior, 50, 40, likelihood=like, generator=make_generator(0, "cpu"))
     assert len(seen) == 40 and all(bool((a == 1).all()) for a in seen)
+
+
+class CorrelatedGaussianPrior(GaussianPrior):
+    """N(0, Sigma) over the 128 normalised dimensions, eigenvalues 0.05 ... 30 (the default prior's
+    training covariance spans 0.005 ... 98): exact diffused score -(Sigma + sigma^2 I)^-1 x."""
+
+    def __init__(self, covariance, covariance_known: bool):
+        super().__init__()
+        self.eigenvalues, self.vectors = torch.linalg.eigh(torch.as_tensor(covariance))
+        self.transform = HistoryTransform("zscore", self.transform.mean, self.transform.std,
+                                          covariance=covariance if covariance_known else None)
+
+    def score(self, t, x):
+        s2 = self.sigma(t).double().view(-1, 1) ** 2
+        flat = x.flatten(1).double() @ self.vectors
+        return -((flat / (self.eigenvalues + s2)) @ self.vectors.T).view_as(x).to(x.dtype)
+
+
+def test_jacobian_cla_with_the_prior_covariance_recovers_a_correlated_posterior():
+    """A correlated Gaussian prior and the linear model: with the prior's covariance in the transform
+    the Jacobian CLA is the exact noised likelihood, and the sampler recovers the analytic posterior
+    (3000 draws: means within 0.15 posterior standard deviations, variances within 12 % along every
+    eigendirection; measured 0.07 and 9 % with 2000).  With the identity the CLA assumed before, the
+    means were off by up to 0.6 standard deviations."""
+    dim = 2 * N_BINS
+    rng = np.random.default_rng(5)
+    vectors, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+    covariance = (vectors * np.geomspace(0.05, 30.0, dim)) @ vectors.T
+    q, _ = np.linalg.qr(rng.standard_normal((N_BINS, RANK)))
+    r, _ = np.linalg.qr(rng.standard_normal((N_PIXELS, RANK)))
+    table = torch.tensor(q * np.linspace(1.0, 5.0, RANK), dtype=torch.float32)
+    model = LinearModel(table, torch.tensor(r.T, dtype=torch.float32))
+    g = (table @ model._basis).double().numpy()
+    x_true = rng.multivariate_normal(np.zeros(dim), covariance)
+    flux = (SFR_OFFSET + x_true[:N_BINS]) @ g + rng.standard_normal(N_PIXELS)
+    obs = Observation(model.wavelength, flux, np.ones(N_PIXELS), model.redshift)
+    data_precision = np.zeros((dim, dim))
+    data_precision[:N_BINS, :N_BINS] = g @ g.T
+    posterior_covariance = np.linalg.inv(np.linalg.inv(covariance) + data_precision)
+    projected_data = np.concatenate([g @ (flux - SFR_OFFSET * g.sum(0)), np.zeros(N_BINS)])
+    posterior_mean = posterior_covariance @ projected_data
+    eigenvalues, directions = np.linalg.eigh(posterior_covariance)
+
+    def errors(covariance_known):
+        prior = CorrelatedGaussianPrior(covariance, covariance_known)
+        like = SpectrumLikelihood(obs, model, prior.transform)
+        x = reverse_diffusion(prior, 3000, 400, likelihood=like, generator=make_generator(0, "cpu"))
+        projected = (x.flatten(1).double().numpy() - posterior_mean) @ directions
+        return np.abs(projected.mean(0)) / np.sqrt(eigenvalues), projected.var(0) / eigenvalues
+
+    mean_error, variance_ratio = errors(covariance_known=True)
+    assert mean_error.max() < 0.15 and np.abs(variance_ratio - 1).max() < 0.12, (mean_error.max(), variance_ratio)
+    mean_error_identity, _ = errors(covariance_known=False)
+    assert mean_error_identity.max() > 0.3
