@@ -20,7 +20,8 @@ sfhkit's emission-line and sky masks, as `sfhkit infer` does.
 one Dask task, which samples all its galaxies in one batched reverse-SDE integration (one network
 call per step; `sample_posterior` with a list).  Every galaxy's seed comes from its identifier
 (SHA-256), so its draws do not depend on the chunk it lands in (up to float rounding) and a rerun
-gives the same numbers.
+gives the same numbers to float rounding (not bit for bit: the same chunk sampled in two fresh
+processes can differ in a few bins of a draw, by up to about 2e-3 relative; not yet traced).
 
 **Output** (in `out`):
 
