@@ -192,9 +192,10 @@ class SpectrumLikelihood:
             # and the rows of its eigenvectors that belong to the bins the data see (float64).
             eigenvalues, vectors = torch.linalg.eigh(transform.covariance.double())
             active = forward_model.active_bins.to(device)
+            self._flat_active = torch.cat([active, active + n_bins])                        # into the flat (D,) history
             self._cov_eigenvalues = eigenvalues.clamp_min(0.0)                             # (D,)
             self._cov_vectors = vectors                                                     # (D, D)
-            self._cov_vectors_active = vectors[torch.cat([active, active + n_bins])]        # (2 active, D)
+            self._cov_vectors_active = vectors[self._flat_active]                           # (2 active, D)
         if kind == "cla" and cla == "paper":
             self.aat_diag = cla_variance(forward_model, transform, self.av, cla_draws, cla_seed)[None].to(device)
 
@@ -270,9 +271,8 @@ class SpectrumLikelihood:
         shift = (shrink * p_w) @ self._cov_vectors.T                                              # V diag(d) P w, (B, D)
         prior_cost = 0.5 * (shrink * p_w ** 2).sum(-1)               # 1/2 shift^T C^-1 shift = 1/2 w^T P^T diag(d) P w
         gradient = torch.bmm(jacobian, residual.unsqueeze(-1)).squeeze(-1)                         # K^T u
-        flat_active = torch.cat([active, active + self.forward_model.n_bins])
         alpha = self._line_search(x0.detach(), shift, prior_cost, coefficients.double(),
-                                  (gradient * shift[:, flat_active]).sum(-1), normal)
+                                  (gradient * shift[:, self._flat_active]).sum(-1), normal)
         return (alpha.view(-1, 1) * shift / s2_64).to(x_t.dtype).view_as(x_t)                       # C / sigma^2 * ...
 
     def _line_search(self, x0, shift, prior_cost, coefficients, descent, normal):
