@@ -173,7 +173,7 @@ def main_prior(args) -> int:
     return 0
 
 
-def bench_posterior(*, n: int = 120, keep: int = 100, steps: int | None = None, index: int = 2122,
+def bench_posterior(*, n: int = 120, keep: int | None = None, steps: int | None = None, index: int = 2122,
                     batch_galaxies: int = 4, device: str = "cpu", seed: int = 0) -> dict:
     """Wall time of `sample_posterior` for `keep` kept draws (of n) of one mock SDSS-like spectrum
     (3800 pixels, z 0.05, A_V 0.2, SNR 50) with the default prior, and the throughput when
@@ -199,8 +199,9 @@ def bench_posterior(*, n: int = 120, keep: int = 100, steps: int | None = None, 
     start = time.perf_counter()
     sample_posterior(mocks, prior, model, n=n, keep=keep, steps=steps, seed=seed, progress=False)
     batch_s = time.perf_counter() - start
-    return {"pixels": int(mock.n_used), "n": n, "keep": keep, "steps": steps, "prior": repr(prior),
-            "seconds_one_galaxy": round(single_s, 2), "seconds_per_kept_sample": round(single_s / keep, 4),
+    kept = int(posterior.kept.sum())
+    return {"pixels": int(mock.n_used), "n": n, "keep": kept, "steps": steps, "prior": repr(prior),
+            "seconds_one_galaxy": round(single_s, 2), "seconds_per_kept_sample": round(single_s / kept, 4),
             "goal_seconds_cpu": 60, "goal_seconds_gpu": 5,
             "median_chi2_per_pixel": round(posterior.median_chi2_per_pixel(), 4),
             "batch_galaxies": batch_galaxies, "seconds_batch": round(batch_s, 2),
@@ -216,8 +217,8 @@ def main_posterior(args) -> int:
     return 0
 
 
-def bench_batch(*, galaxies: int = 8, n: int = 120, keep: int = 100, steps: int | None = None, device: str = "cpu",
-                cores: int = 2) -> dict:
+def bench_batch(*, galaxies: int = 8, n: int = 120, keep: int | None = None, steps: int | None = None,
+                device: str = "cpu", cores: int = 2) -> dict:
     """Galaxies per hour of `sfhkit batch` on a LocalCluster of 1 and 2 workers (sharing `cores`
     torch threads), one galaxy per task against all of a worker's galaxies in one vectorised task.
     Workers load the grid, the prior and the mock model in a warm-up batch before the clock starts."""
@@ -269,7 +270,7 @@ STABILITY_STEPS = (15, 30, 60, 250)
 STABILITY_GALAXIES = (0, 2122)
 
 
-def stability_run(process_index: int, *, draws: int = 120, keep: int = 100, steps=STABILITY_STEPS,
+def stability_run(process_index: int, *, draws: int = 120, keep: int | None = None, steps=STABILITY_STEPS,
                   galaxies=STABILITY_GALAXIES, integrator: str = DEFAULT_INTEGRATOR, likelihood: str = "cla",
                   cla: str = "jacobian", threads: int = 1) -> dict:
     """One process's share of `bench_stability`: for each step count, `draws` prior draws and
@@ -290,8 +291,9 @@ def stability_run(process_index: int, *, draws: int = 120, keep: int = 100, step
     for index in galaxies:
         galaxy = mock_galaxy(index, progress=False)
         for n_steps in steps:
-            post = sample_posterior(galaxy.observation, prior, galaxy.forward_model, n=draws, keep=min(keep, draws),
-                                    steps=n_steps, seed=process_index, progress=False, integrator=integrator,
+            post = sample_posterior(galaxy.observation, prior, galaxy.forward_model, n=draws,
+                                    keep=None if keep is None else min(keep, draws), steps=n_steps,
+                                    seed=process_index, progress=False, integrator=integrator,
                                     likelihood=likelihood, cla=cla)
             capped = at_cap(post.histories)
             rows.append({"target": f"test galaxy {index}", "steps": n_steps, "draws": draws,

@@ -37,6 +37,7 @@ from .wavelength import check_wavelengths, pixel_edges, resampling_matrix
 FLUX_UNIT_ERG_S_CM2_A = 1e-17  # SDSS flux unit
 DUST_FREE_ABOVE_ANGSTROM = 31000.0  # the Calzetti curve is zero beyond 3.1 micron
 ENERGY_BIN_DLNLAM = 0.01  # log-wavelength bins for the absorbed-energy integral
+COMPRESSION_SEED = 0  # the randomised SVD's projection (`_compress`): a model is the same in every process
 
 
 class ForwardModel(torch.nn.Module):
@@ -327,8 +328,14 @@ def _compress(templates: np.ndarray, rank: int):
     norms[norms == 0] = 1.0
     scaled = torch.from_numpy(templates / norms)
     rank = min(rank, *scaled.shape)
-    # A few extra vectors and power iterations make the randomised SVD accurate to the tail.
-    _, _, v = torch.svd_lowrank(scaled, q=min(rank + 32, *scaled.shape), niter=6)
+    # A few extra vectors and power iterations make the randomised SVD accurate to the tail (a
+    # full SVD of the 3904 x 3800 templates takes ten times as long).  Its random projection is
+    # drawn from a fixed seed, so that the same model built in two processes is the same to the
+    # bit (from the global generator, posteriors with a fixed seed differed between processes in
+    # the last digits), and the caller's global random state is left untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(COMPRESSION_SEED)
+        _, _, v = torch.svd_lowrank(scaled, q=min(rank + 32, *scaled.shape), niter=6)
     basis = v[:, :rank].T.contiguous()                                   # (rank, pixel)
     coeff = scaled @ basis.T
     residual = torch.linalg.vector_norm(scaled - coeff @ basis, dim=1).max().item()

@@ -1,9 +1,10 @@
 """Posterior draws of one observation: histories, their spectra and residuals, derived quantities,
 NetCDF round trip.
 
-`Posterior` holds all n draws and flags the kept subset (the best `keep` by mean |residual| / sigma,
-as the paper).  Derived quantities (`derived()`, `summary()`) are those of the part of each history
-formed before the observed epoch t(z):
+`Posterior` holds all n draws and flags the kept subset: all of them by default, or the best `keep`
+by mean |residual| / sigma, as the paper (`sfhkit.sampler.kept_draws`).  Derived quantities
+(`derived()`, `summary()`) are those of the part of each history formed before the observed
+epoch t(z):
 
     log10_formed_mass       log10 Msun   stellar mass formed up to t(z)
     log10_surviving_mass    log10 Msun   of which still alive at t(z) (SSP living fraction)

@@ -39,3 +39,20 @@ def test_tarp_is_diagonal_for_a_calibrated_posterior_and_not_for_a_wrong_one():
     truth, wide = _gaussian_case(scale=2.0)
     assert tarp_coverage(truth, wide)["max_abs_deviation"] > 0.1
     json.dumps(good)   # the report is JSON-ready
+
+
+def test_tarp_null_matches_calibrated_posteriors_in_many_dimensions():
+    """The null of `tarp_null` (ranks uniform on 0..n_draws) against TARP itself on exactly
+    calibrated 16-dimensional Gaussian posteriors: the same median and 95th percentile of the
+    largest deviation, and a p-value that tells a too-narrow posterior from a calibrated one."""
+    from sfhkit.calibration import tarp_null
+
+    deviations = [tarp_coverage(*_gaussian_case(n_galaxies=200, n_draws=32, dim=16, seed=s), seed=s)
+                  ["max_abs_deviation"] for s in range(300)]
+    null = tarp_null(200, 32, observed=float(np.median(deviations)))
+    assert abs(np.median(deviations) - null["null_median"]) <= 0.01
+    assert abs(np.quantile(deviations, 0.95) - null["null_p95"]) <= 0.015
+    assert 0.3 < null["p_value"] < 0.7
+    # Draws at 0.7 times the true width: far outside what 200 calibrated galaxies give.
+    narrow = tarp_coverage(*_gaussian_case(n_galaxies=200, n_draws=32, dim=16, scale=0.7))["max_abs_deviation"]
+    assert tarp_null(200, 32, observed=narrow)["p_value"] < 0.01

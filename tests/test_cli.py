@@ -96,6 +96,10 @@ def test_calibrate_and_bench_posterior_run_with_small_settings(grid, tmp_path, c
     assert set(report["bias"]["t50_gyr"]) == {"mean", "median"} and "t90_gyr" in report["coverage"]
     assert set(report["coverage"]["log10_formed_mass"]) == {"0.68", "0.95"}
     assert len(report["coverage"]["sfr_per_bin"]["0.68"]["values"]) == 64
+    # TARP of the kept and of all draws, each with what a calibrated posterior gives on as many.
+    for key in ("tarp", "tarp_all_draws"):
+        assert {"max_abs_deviation", "null_median", "null_p95", "p_value"} <= set(report[key])
+    assert "sfr_per_bin" in report["coverage_all_draws"]
     # Per galaxy (truth and ordered quantiles) and by quenched / star-forming truth.
     per_galaxy = report["per_galaxy"]["log10_formed_mass"]
     assert set(per_galaxy) == {"truth", "p2.5", "p16", "p50", "p84", "p97.5"} and len(per_galaxy["p50"]) == 3

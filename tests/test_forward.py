@@ -168,3 +168,21 @@ def test_bad_model_arguments_are_refused(grid, sdss_wavelength, kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ForwardModel(grid, **args)
+
+
+def test_the_compression_is_the_same_whatever_the_global_random_state():
+    """The randomised SVD draws its projection from a fixed seed: a model built in another process
+    (another global torch state) is the same to the bit, and the caller's random state is untouched."""
+    import torch
+
+    from sfhkit.forward import _compress
+
+    templates = np.random.default_rng(0).lognormal(size=(120, 300))
+    torch.manual_seed(1)
+    first = _compress(templates, 20)
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    second = _compress(templates, 20)
+    assert torch.equal(torch.get_rng_state(), state)
+    for a, b in zip(first[:2], second[:2]):
+        np.testing.assert_array_equal(a, b)
