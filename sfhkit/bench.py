@@ -173,7 +173,7 @@ def main_prior(args) -> int:
     return 0
 
 
-def bench_posterior(*, n: int = 120, keep: int | None = None, steps: int | None = None, index: int = 2122,
+def bench_posterior(*, n: int = 120, keep: int | None = 100, steps: int | None = None, index: int = 2122,
                     batch_galaxies: int = 4, device: str = "cpu", seed: int = 0) -> dict:
     """Wall time of `sample_posterior` for `keep` kept draws (of n) of one mock SDSS-like spectrum
     (3800 pixels, z 0.05, A_V 0.2, SNR 50) with the default prior, and the throughput when
@@ -217,7 +217,7 @@ def main_posterior(args) -> int:
     return 0
 
 
-def bench_batch(*, galaxies: int = 8, n: int = 120, keep: int | None = None, steps: int | None = None,
+def bench_batch(*, galaxies: int = 8, n: int = 120, keep: int | None = 100, steps: int | None = None,
                 device: str = "cpu", cores: int = 2) -> dict:
     """Galaxies per hour of `sfhkit batch` on a LocalCluster of 1 and 2 workers (sharing `cores`
     torch threads), one galaxy per task against all of a worker's galaxies in one vectorised task.
@@ -270,7 +270,7 @@ STABILITY_STEPS = (15, 30, 60, 250)
 STABILITY_GALAXIES = (0, 2122)
 
 
-def stability_run(process_index: int, *, draws: int = 120, keep: int | None = None, steps=STABILITY_STEPS,
+def stability_run(process_index: int, *, draws: int = 120, keep: int | None = 100, steps=STABILITY_STEPS,
                   galaxies=STABILITY_GALAXIES, integrator: str = DEFAULT_INTEGRATOR, likelihood: str = "cla",
                   cla: str = "jacobian", threads: int = 1) -> dict:
     """One process's share of `bench_stability`: for each step count, `draws` prior draws and

@@ -188,11 +188,10 @@ def test_seeded_sampling_repeats_and_cancel_leaves_nothing_behind(mock, model):
     assert np.array_equal(a.histories, b.histories)
 
 
-def test_a_posterior_keeps_all_its_draws_by_default_and_the_best_on_request(mock, model):
-    """keep=None (the default) keeps every draw: keeping the best by residual, the paper's
-    convention, trims the posterior's tails (README, "Calibration"); keep=k keeps the k smallest
-    mean |residual| / sigma."""
-    every = sample_posterior(mock, Prior.default(), model, n=5, steps=4, seed=3, progress=False)
+def test_a_posterior_keeps_the_best_draws_or_all_of_them(mock, model):
+    """keep=k keeps the k smallest mean |residual| / sigma (the paper's convention, the default);
+    keep=None keeps every draw."""
+    every = sample_posterior(mock, Prior.default(), model, n=5, keep=None, steps=4, seed=3, progress=False)
     assert every.kept.all() and every.config["keep"] == 5
     best = sample_posterior(mock, Prior.default(), model, n=5, keep=2, steps=4, seed=3, progress=False)
     assert best.kept.sum() == 2
