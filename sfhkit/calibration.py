@@ -229,8 +229,8 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = 100, st
     normalise = prior.transform.normalise
     with torch.no_grad():
         x_true = normalise(torch.as_tensor(true_histories)).flatten(1).cpu().numpy()
-        x_draws = np.stack([normalise(torch.as_tensor(p.samples())).flatten(1).cpu().numpy() for p in posteriors])
         x_all = np.stack([normalise(torch.as_tensor(p.histories)).flatten(1).cpu().numpy() for p in posteriors])
+    x_draws = np.stack([x[p.kept] for x, p in zip(x_all, posteriors)])             # the kept ones
     for key, x, draws_per_galaxy in (("tarp", x_draws, keep), ("tarp_all_draws", x_all, n)):
         report[key] = tarp_coverage(x_true, x, seed=seed)
         report[key].update(tarp_null(n_galaxies, draws_per_galaxy, report[key]["max_abs_deviation"], seed=seed))

@@ -25,8 +25,8 @@ the first:
     of its prior freedom and the bin-to-bin detail ten times too much: on prior draws (simulation-based
     calibration) the posterior means sat too close to the prior's, the draws were too wide per bin,
     and TARP missed by 0.24; with Sigma the posterior mean's squared error summed over the 128
-    dimensions fell by 40 % (40 galaxies) and TARP's miss halved, to 0.12 (200; README, "Calibration").  On a correlated Gaussian prior with a linear model this
-    variant is the exact noised likelihood (tests/test_sampler.py); with the identity the same
+    dimensions fell by 40 % (40 galaxies) and TARP's miss halved, to 0.12 (200; README,
+    "Calibration").  On a correlated Gaussian prior with a linear model this variant is the exact noised likelihood (tests/test_sampler.py); with the identity the same
     test's means are off by up to 0.6 posterior standard deviations.  A checkpoint without a
     covariance gets the identity.
     Why the Jacobian (measured, README "Posterior sampling"): the diagonal estimate treats 3800 pixels as
