@@ -329,7 +329,7 @@ def write_summary_table(rows: list[dict], out):
 
 
 def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1,
-              chunk_size: int = 8, device: str = "cpu", n: int = 120, keep: int | None = 100, steps: int | None = None,
+              chunk_size: int = 8, device: str = "cpu", n: int = 120, keep: int | None = None, steps: int | None = None,
               likelihood: str = "cla", retry_failed: bool = False, progress: bool = True, client=None) -> dict:
     """Run (or resume) a batch; returns counts and the summary table's path.  `client`: an existing
     dask.distributed Client (else one on `scheduler`, else a LocalCluster of `workers` processes)."""

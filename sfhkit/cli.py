@@ -195,15 +195,14 @@ def _prior_sample(args) -> int:
     return 0
 
 
-KEEP_HELP = ("draws kept: the best KEEP by mean residual (default 100, the paper's convention; KEEP equal to the "
-             "number of draws keeps every one)")
+KEEP_HELP = "draws kept: the best KEEP by mean residual, the paper's convention (default: all draws)"
 
 
 def _add_sampler_arguments(parser, n: int = 120, likelihood_choice: bool = True):
     from .sampler import DEFAULT_STEPS
 
     parser.add_argument("--n", type=int, default=n, help=f"posterior draws (default {n})")
-    parser.add_argument("--keep", type=int, default=100, help=KEEP_HELP)
+    parser.add_argument("--keep", type=int, default=None, help=KEEP_HELP)
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"reverse-SDE steps (default {DEFAULT_STEPS})")
     if likelihood_choice:
         parser.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
@@ -391,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "batch) and report the coverage of central 68 %% and 95 %% intervals and TARP.")
     cal.add_argument("--n", type=int, default=200, help="number of mock galaxies (default 200)")
     cal.add_argument("--draws", type=int, default=120, help="posterior draws per galaxy (default 120)")
-    cal.add_argument("--keep", type=int, default=100, help=KEEP_HELP)
+    cal.add_argument("--keep", type=int, default=None, help=KEEP_HELP)
     cal.add_argument("--steps", type=int, default=None, help="reverse-SDE steps (default: the sampler's)")
     cal.add_argument("--batch", type=int, default=1,
                      help="galaxies sampled together (default 1: on a CPU batching does not pay, the likelihood dominates)")
@@ -426,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--chunk-size", type=int, default=8, help="galaxies sampled together in one task")
     batch.add_argument("--device", default="cpu")
     batch.add_argument("--n", type=int, default=120)
-    batch.add_argument("--keep", type=int, default=100, help=KEEP_HELP)
+    batch.add_argument("--keep", type=int, default=None, help=KEEP_HELP)
     batch.add_argument("--steps", type=int, default=None)
     batch.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
     batch.add_argument("--retry-failed", action="store_true", help="try the galaxies that failed before again")
@@ -463,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.set_defaults(func=main_prior)
     bp = bench_sub.add_parser("posterior", help="wall time of posterior sampling for one SDSS-like mock, and batched")
     bp.add_argument("--n", type=int, default=120)
-    bp.add_argument("--keep", type=int, default=100, help=KEEP_HELP)
+    bp.add_argument("--keep", type=int, default=None, help=KEEP_HELP)
     bp.add_argument("--steps", type=int, default=None, help="default: the sampler's")
     bp.add_argument("--batch-galaxies", type=int, default=4, help="mocks sampled together for the throughput figure")
     bp.add_argument("--seed", type=int, default=0)
@@ -472,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb = bench_sub.add_parser("batch", help="galaxies per hour of sfhkit batch at 1 and 2 workers, vectorised or not")
     bb.add_argument("--galaxies", type=int, default=8)
     bb.add_argument("--n", type=int, default=120)
-    bb.add_argument("--keep", type=int, default=100, help=KEEP_HELP)
+    bb.add_argument("--keep", type=int, default=None, help=KEEP_HELP)
     bb.add_argument("--steps", type=int, default=None, help="default: the sampler's")
     bb.add_argument("--device", default="cpu")
     bb.set_defaults(func=main_batch)

@@ -6,7 +6,7 @@ import numpy as np
 
 
 def mock_experiment(index: int = 2122, *, redshift: float = 0.05, av: float = 0.2, snr: float = 50.0,
-                    n: int = 120, keep: int | None = 100, steps: int | None = None, likelihood: str = "cla",
+                    n: int = 120, keep: int | None = None, steps: int | None = None, likelihood: str = "cla",
                     cla: str = "jacobian", seed: int = 0, device: str = "cpu", progress: bool = True):
     """The paper's mock experiment: test-set history `index` observed at `redshift`, `av` and `snr`
     on SDSS-like wavelengths (noise sigma = mean flux / SNR) -> posterior with the embedded prior.
@@ -32,7 +32,7 @@ def mock_experiment(index: int = 2122, *, redshift: float = 0.05, av: float = 0.
 
 def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = True, ranges=(), rest_ranges=(),
                     line_spread: bool = True, velocity_dispersion_kms: float | None = None, n: int = 120,
-                    keep: int | None = 100, steps: int | None = None, likelihood: str = "cla", cla: str = "jacobian",
+                    keep: int | None = None, steps: int | None = None, likelihood: str = "cla", cla: str = "jacobian",
                     fit_nuisance: bool = False, model_error: float = 0.0, mask_worst_residuals: int = 0,
                     seed: int = 0, device: str = "cpu", prior=None, grid=None, progress: bool = True):
     """A real spectrum -> posterior with the embedded prior: emission-line, sky and user masks
@@ -112,7 +112,7 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
     return posterior, report
 
 
-def line_spread_comparison(paths, *, firefly_dir=None, n: int = 120, keep: int | None = 100, steps: int | None = None,
+def line_spread_comparison(paths, *, firefly_dir=None, n: int = 120, keep: int | None = None, steps: int | None = None,
                            seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
     """Fit each SDSS spec file in `paths` with and without the line-spread function (velocity
     dispersion + instrument - library resolution), everything else equal (masks, A_V from the
@@ -146,7 +146,7 @@ def line_spread_comparison(paths, *, firefly_dir=None, n: int = 120, keep: int |
 
 def nuisance_experiment(indices=(2122, 100, 1000, 3000), *, true_av: float = 0.5, true_vdisp_kms: float = 200.0,
                         start_av: float = 0.2, start_vdisp_kms: float = 120.0, instrument_sigma_kms: float = 65.0,
-                        redshift: float = 0.05, snr: float = 50.0, n: int = 120, keep: int | None = 100,
+                        redshift: float = 0.05, snr: float = 50.0, n: int = 120, keep: int | None = None,
                         steps: int | None = None, seed: int = 0, progress: bool = True) -> dict:
     """Mocks with a known A_V and velocity dispersion (SDSS-like pixels and instrument), fitted
     three ways: fixed at the truth, fixed at wrong values (`start_*`), and with the nuisance mode

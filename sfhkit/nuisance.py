@@ -102,7 +102,7 @@ def _parabola_minimum(x, y, i, y_error=None):
 
 def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = None, vdisp_start_kms: float | None = None,
                          rounds: int = 2, av_coarse_step: float = 0.25, av_max: float = 2.0,
-                         vdisp_grid_kms=DEFAULT_VDISP_GRID_KMS, n: int = 120, keep: int | None = 100,
+                         vdisp_grid_kms=DEFAULT_VDISP_GRID_KMS, n: int = 120, keep: int | None = None,
                          steps: int | None = None, round_draws: int = 30, round_steps: int = 100, seed: int = 0,
                          progress: bool = True):
     """The scheme of the module docstring.  sigma_v starts at `vdisp_start_kms` (default: the

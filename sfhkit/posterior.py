@@ -1,8 +1,8 @@
 """Posterior draws of one observation: histories, their spectra and residuals, derived quantities,
 NetCDF round trip.
 
-`Posterior` holds all n draws and flags the kept subset: the best `keep` by mean |residual| / sigma,
-as the paper, or all of them (`sfhkit.sampler.kept_draws`).  Derived quantities
+`Posterior` holds all n draws and flags the kept subset: all of them by default, or the best `keep`
+by mean |residual| / sigma, as the paper (`sfhkit.sampler.kept_draws`).  Derived quantities
 (`derived()`, `summary()`) are those of the part of each history formed before the observed
 epoch t(z):
 

@@ -135,6 +135,19 @@ class HistoryTransform(nn.Module):
             logz = logz.clamp(*LOGZ_RANGE)
         return torch.stack([sfr.clamp(min=0.0) if clip_sfr else sfr, logz], dim=-2)
 
+    def physical_derivative(self, x: torch.Tensor) -> torch.Tensor:
+        """d physical / d x element by element (the map acts on each number alone), taken at the
+        nearest point of the range where `physical` is not clipped: at SFR 0 below it and at
+        MAX_SFR above it (one-sided), and log Z's slope outside the grid's range.  The true
+        derivative is zero there, and a Gauss-Newton step linearised with it cannot move a bin that
+        the noise put at a clip: a bin at the SFR cap stays at the cap (sfhkit.likelihood)."""
+        if self.kind == "zscore":
+            return self.std.expand_as(x)
+        y_sfr = x[..., 0, :] * self.std[0] + self.mean[0]
+        limit = math.asinh(MAX_SFR / self.sfr_scale)
+        d_sfr = self.std[0] * self.sfr_scale * torch.cosh(y_sfr.clamp(0.0, limit))
+        return torch.stack([d_sfr, self.std[1].expand_as(d_sfr)], dim=-2)
+
     def state(self) -> dict:
         return {"kind": self.kind, "mean": self.mean.detach().cpu(), "std": self.std.detach().cpu(),
                 "sfr_scale": self.sfr_scale, "covariance": self.covariance.detach().cpu()}

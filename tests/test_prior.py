@@ -39,6 +39,29 @@ def test_transform_round_trip(histories, kind):
         HistoryTransform("log")
 
 
+@pytest.mark.parametrize("kind", ["asinh", "zscore"])
+def test_transform_slope_is_the_derivative_inside_and_one_sided_at_the_clips(histories, kind):
+    """`physical_derivative` is autograd's derivative of `physical` where nothing is clipped, and
+    the slope at the clip beyond it (where the true derivative is zero): the Jacobian CLA
+    linearises with it, so that a bin at the SFR cap or at SFR 0 can still be moved."""
+    t = HistoryTransform.fit(histories, kind)
+    x = t.normalise(torch.as_tensor(histories[:64])).double().requires_grad_(True)
+    grad, = torch.autograd.grad(t.physical(x).sum(), x)
+    slope = t.physical_derivative(x.detach())
+    used = grad != 0                                    # where physical is not clipped
+    assert used.float().mean() > 0.5
+    np.testing.assert_allclose(slope[used].numpy(), grad[used].numpy(), rtol=1e-4)
+    if kind == "asinh":
+        limit = (np.arcsinh(1e4 / t.sfr_scale) - t.mean[0, 0].item()) / t.std[0, 0].item()
+        far = torch.zeros(3, 2, 64)
+        far[:, 0, 0] = torch.tensor([limit + 1.0, limit + 100.0, -1e3])
+        at = torch.zeros(3, 2, 64)
+        at[:, 0, 0] = torch.tensor([limit - 1e-4, limit - 1e-4, float(-t.mean[0, 0] / t.std[0, 0])])
+        np.testing.assert_allclose(t.physical_derivative(far)[:, 0, 0].numpy(),
+                                   t.physical_derivative(at)[:, 0, 0].numpy(), rtol=1e-3)
+        assert (t.physical_derivative(far)[:, 0, 0] > 0).all()
+
+
 def _fixed_loss(prior, histories):
     """Score-matching loss on fixed data with fixed noise (comparable before and after training)."""
     torch.manual_seed(123)

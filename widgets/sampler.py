@@ -21,11 +21,11 @@ def available_devices() -> list[str]:
 
 
 class SamplerPanel(w.VBox):
-    def __init__(self, state: ExplorerState | None = None, *, n: int = 120, keep: int | None = 100, steps: int = 250,
+    def __init__(self, state: ExplorerState | None = None, *, n: int = 120, keep: int | None = None, steps: int = 250,
                  seed: int = 0):
         self.state = state if state is not None else ExplorerState()
         self.n = w.BoundedIntText(value=n, min=2, max=100000, description="draws")
-        # The best `keep` by residual (sfhkit.sampler.kept_draws); None: every draw.
+        # All draws by default (sfhkit.sampler.kept_draws); fewer keeps the best by residual.
         self.keep = w.BoundedIntText(value=n if keep is None else keep, min=1, max=100000, description="keep best")
         self.steps = w.BoundedIntText(value=steps, min=2, max=100000, description="steps")
         self.likelihood = w.Dropdown(options=[("CLA (convolved likelihood)", "cla"), ("DPS", "dps")], value="cla",
