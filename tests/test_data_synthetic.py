@@ -4,6 +4,7 @@ TNG path's format, and regenerates bit-for-bit (to float32 rounding) from its re
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,6 +101,24 @@ def test_config_from_file_and_cached_training_split(tmp_path, test_set):
     fake_train = test_set.assign_attrs(split="train")
     write_histories(fake_train, _cached_train_path(tmp_path))
     assert load_histories("train", cache_dir=tmp_path, generate=False).attrs["split"] == "train"
+
+
+def test_training_split_is_generated_into_the_keyed_cache_path(tmp_path, test_set, monkeypatch):
+    """On a fresh machine load_histories("train") generates the set and then finds it (the
+    generator writes unkeyed file names; the cache is keyed by the generator configuration)."""
+    import sfhkit.data.synthetic as synthetic
+    from sfhkit.data.embedded import _cached_train_path
+    from sfhkit.data.store import write_histories
+
+    def fake_build(out_dir, config, progress=True):
+        paths = {split: Path(out_dir) / f"{synthetic.PREFIX}_{split}.nc" for split in ("train", "test")}
+        write_histories(test_set.assign_attrs(split="train"), paths["train"])
+        write_histories(test_set, paths["test"])
+        return paths
+
+    monkeypatch.setattr(synthetic, "build_synthetic_dataset", fake_build)
+    assert load_histories("train", cache_dir=tmp_path).attrs["split"] == "train"
+    assert _cached_train_path(tmp_path).exists()
 
 
 def test_halo_masses_follow_the_stated_density():

@@ -57,6 +57,7 @@ def load_histories(split: str = "test", source: str = "synthetic", *, cache_dir=
             raise FileNotFoundError(f"no cached training split at {train_path}; run `sfhkit data synthetic`")
         paths = build_synthetic_dataset(train_path.parent, config_from_file(test_path), progress=progress)
         _warn_if_regeneration_differs(embedded_test_subset(read_histories(paths["test"])), read_histories(test_path))
+        paths["train"].replace(train_path)        # the generator names its files without the key
     return read_histories(train_path)
 
 
