@@ -17,7 +17,8 @@ from .posterior import Posterior
 from .prior import Prior
 from .sampler import SamplingCancelled, sample_posterior
 from .ssp import SSPGrid
+from .surveys import read_observation
 
 __all__ = ["ForwardModel", "LineSpread", "Observation", "Posterior", "Prior", "SSPGrid", "SamplingCancelled",
            "TimeBins", "__version__", "age_at_redshift_gyr", "histories", "luminosity_distance_cm",
-           "mock_observation", "sample_posterior"]
+           "mock_observation", "read_observation", "sample_posterior"]

@@ -7,8 +7,9 @@ one galaxy by the first of these that it fills:
 
 * `test_index`: a mock of that held-out test-set history (the paper's: z 0.05, A_V 0.2, S/N 50,
   unless `redshift`, `av`, `snr` say otherwise);
-* `path`: a local file (an SDSS spec file; a MaNGA spectra table with `index`; a LOGCUBE with
-  `redshift`);
+* `path`: a local file, recognised by its content (`sfhkit.surveys.identify`): an SDSS, BOSS or
+  eBOSS spec file; a DESI coadd file with `targetid` (or `index`) and, without a redrock file beside
+  it, `redshift`; a MaNGA spectra table with `index`; a LOGCUBE with `redshift`;
 * `plate`, `mjd`, `fiber`: an SDSS spectrum, downloaded (astroquery's cache);
 * `plateifu`: a MaNGA LOGCUBE, downloaded, with `redshift`.
 
@@ -57,7 +58,7 @@ from ._io import write_json
 from ._version import __version__
 
 SOURCE_COLUMNS = ("test_index", "path", "plate", "plateifu")
-OPTIONAL_COLUMNS = ("id", "redshift", "av", "vdisp", "mask", "snr", "index", "mjd", "fiber")
+OPTIONAL_COLUMNS = ("id", "redshift", "av", "vdisp", "mask", "snr", "index", "targetid", "mjd", "fiber")
 SAFE_ID = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -122,7 +123,7 @@ def galaxy_identifier(row: dict) -> str:
         text = f"test-{number('test_index')}"
     elif row.get("path") is not None:
         stem = re.sub(r"\.fits(\.gz)?$", "", Path(str(row["path"])).name)
-        text = f"{stem}-{number('index')}" if row.get("index") is not None else stem
+        text = next((f"{stem}-{number(key)}" for key in ("targetid", "index") if row.get(key) is not None), stem)
     elif row.get("plate") is not None:
         text = f"sdss-{number('plate', 4)}-{number('mjd', 5)}-{number('fiber', 4)}"
     elif row.get("plateifu") is not None:
@@ -138,6 +139,8 @@ def galaxy_seed(identifier: str) -> int:
 
 
 def _as_int(value) -> int:
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)                  # exact: a 17-digit DESI TARGETID does not survive float()
     number = float(value)
     if not number.is_integer():
         raise ValueError(f"{value!r} is not an integer")
@@ -153,10 +156,11 @@ def _as_float(row, key, default=None):
 def load_galaxy(row: dict, grid, model_cache: dict | None = None):
     """The Galaxy a catalogue row names, with its per-row settings and masks applied, and the
     forward model to sample it with.  Raises ValueError/OSError for a bad row."""
-    from .data.galaxies import MOCK_AV, MOCK_REDSHIFT, MOCK_SNR, manga_galaxy, mock_galaxy, sdss_galaxy
+    from .galaxies import MOCK_AV, MOCK_REDSHIFT, MOCK_SNR, manga_galaxy, mock_galaxy, spectrum_galaxy
     from .forward import ForwardModel
     from .lines import apply_masks, parse_ranges
     from .observation import sdss_wavelength
+    from .surveys import identify
 
     model_cache = {} if model_cache is None else model_cache
     av = _as_float(row, "av")
@@ -171,17 +175,23 @@ def load_galaxy(row: dict, grid, model_cache: dict | None = None):
         if row.get("mask"):
             obs = apply_masks(obs, lines=False, sky=False, ranges=parse_ranges(row["mask"]))
         return galaxy, obs, model
-    cube = row.get("plateifu") is not None or "logcube" in str(row.get("path", "")).lower()
-    if row.get("path") is not None:
+    kind = identify(str(row["path"])) if row.get("path") is not None else None
+    cube = row.get("plateifu") is not None or kind == "manga-cube"
+    if kind is not None:
         path = str(row["path"])
         if cube:
             galaxy = manga_galaxy(logcube=path, redshift=_as_float(row, "redshift"), av=av)
-        elif row.get("index") is not None:
+        elif kind == "manga-table":
+            if row.get("index") is None:
+                raise ValueError(f"row {row['row']}: {path} is a MaNGA spectra table; say which spectrum in `index`")
             galaxy = manga_galaxy(table=path, index=_as_int(row["index"]), av=av)
+        elif kind == "desi":
+            target = {k: _as_int(row[k]) for k in ("targetid", "index") if row.get(k) is not None}
+            galaxy = spectrum_galaxy(path, av=av, redshift=_as_float(row, "redshift"), **target)
         else:
-            galaxy = sdss_galaxy(path, av=av)
+            galaxy = spectrum_galaxy(path, av=av)
     elif row.get("plate") is not None:
-        galaxy = sdss_galaxy(f"{_as_int(row['plate'])}-{_as_int(row['mjd'])}-{_as_int(row['fiber'])}", av=av)
+        galaxy = spectrum_galaxy(f"{_as_int(row['plate'])}-{_as_int(row['mjd'])}-{_as_int(row['fiber'])}", av=av)
     elif row.get("plateifu") is not None:
         galaxy = manga_galaxy(plateifu=str(row["plateifu"]), redshift=_as_float(row, "redshift"), av=av)
     else:

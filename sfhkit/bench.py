@@ -278,7 +278,7 @@ def stability_run(process_index: int, *, draws: int = 120, keep: int | None = No
     `draws` posterior draws of each test-set mock (the paper's: z 0.05, A_V 0.2, SNR 50), seeded by
     the process index; counts of draws with any SFR at the cap (`prior.MAX_SFR`, 1e4 Msun/yr) and of
     posterior draws that are failed fits (chi^2 per pixel above FAILED_FIT_CHI2_PER_PIXEL)."""
-    from .data.galaxies import mock_galaxy
+    from .galaxies import mock_galaxy
     from .prior import MAX_SFR, Prior
     from .sampler import sample_posterior
 

@@ -32,15 +32,22 @@ def _demo(args) -> int:
 
 def _read_observation(args):
     """The Observation named by `sfhkit infer`'s source arguments, and the FIREFLY fit to compare with."""
-    from .data.galaxies import manga_galaxy, sdss_galaxy
+    from .galaxies import manga_galaxy, spectrum_galaxy
+    from .surveys import identify
 
     if args.sdss or args.fits:
-        galaxy = sdss_galaxy(args.fits or args.sdss, firefly_dir=args.firefly_dir, firefly_path=args.firefly,
-                             av=args.av)
+        reader = {}
+        if args.fits and identify(args.fits) == "desi":
+            reader = {"targetid": args.targetid, "redrock": args.redrock, "redshift": args.redshift,
+                      "index": args.index}
+        elif args.targetid is not None or args.redrock:
+            raise ValueError("--targetid and --redrock are for DESI coadd files")
+        galaxy = spectrum_galaxy(args.fits or args.sdss, firefly_dir=args.firefly_dir, firefly_path=args.firefly,
+                                 av=args.av, **reader)
     else:
         if not args.manga and args.redshift is None:
             raise ValueError("a LOGCUBE needs --redshift (it has none: drpall NSA_Z)")
-        galaxy = manga_galaxy(table=args.manga, index=args.index, logcube=args.logcube, plateifu=args.plateifu,
+        galaxy = manga_galaxy(table=args.manga, index=args.index or 0, logcube=args.logcube, plateifu=args.plateifu,
                               redshift=args.redshift, spaxel=args.spaxel, radius_arcsec=args.radius, av=args.av)
     return galaxy.observation, galaxy.firefly
 
@@ -243,21 +250,28 @@ def build_parser() -> argparse.ArgumentParser:
     from .plots import DEFAULT_ZOOM_LINES
 
     infer = sub.add_parser(
-        "infer", help="a real spectrum (SDSS or MaNGA) -> posterior NetCDF + the paper's figures",
+        "infer", help="a real spectrum (SDSS, BOSS, eBOSS, DESI, MaNGA) -> posterior NetCDF + the paper's figures",
         description="Read a spectrum, mask emission and sky lines, broaden the model by the spectrum's velocity "
                     "dispersion and instrumental resolution, and sample the posterior.  Writes OUT/posterior.nc, "
                     "OUT/posterior.png (SFH/MH with FIREFLY overlay, spectra, residuals, line zooms) and "
                     "OUT/summary.json.  A_V: --av, else FIREFLY's 4.05 E(B-V), else 0.")
     source = infer.add_mutually_exclusive_group(required=True)
     source.add_argument("--sdss", metavar="PLATE-MJD-FIBER", help="fetch through astroquery, e.g. 266-51602-614")
-    source.add_argument("--fits", metavar="PATH", help="a local SDSS spec-PLATE-MJD-FIBER.fits")
+    source.add_argument("--fits", metavar="PATH",
+                        help="a local survey file, recognised by its HDUs: an SDSS/BOSS/eBOSS spec-PLATE-MJD-FIBER.fits "
+                             "or a DESI coadd-*.fits (see --targetid, --redrock)")
     source.add_argument("--manga", metavar="PATH", help="a MaNGA spectra table (WAVE/FLUX/IVAR/MASK/SRES/Z); see --index")
     source.add_argument("--logcube", metavar="PATH", help="a MaNGA DRP LOGCUBE; needs --redshift and --spaxel or --radius")
     source.add_argument("--plateifu", metavar="PLATE-IFU", help="download the DR17 LOGCUBE (cached); as --logcube")
-    infer.add_argument("--index", type=int, default=0, help="spectrum in a --manga table (default 0)")
+    infer.add_argument("--index", type=int, default=None,
+                       help="spectrum in a --manga table (default 0) or a DESI coadd (instead of --targetid)")
+    infer.add_argument("--targetid", type=int, default=None, help="DESI TARGETID in a --fits coadd file")
+    infer.add_argument("--redrock", metavar="PATH", default=None,
+                       help="DESI redrock file or zpix/zall catalogue with the redshift (default: redrock-*.fits beside "
+                            "the coadd)")
     infer.add_argument("--spaxel", type=int, nargs=2, metavar=("X", "Y"), help="LOGCUBE spaxel (column, row)")
     infer.add_argument("--radius", type=float, default=1.5, help="LOGCUBE aperture radius, arcsec (default 1.5)")
-    infer.add_argument("--redshift", type=float, default=None, help="LOGCUBE redshift")
+    infer.add_argument("--redshift", type=float, default=None, help="LOGCUBE (or DESI coadd) redshift")
     infer.add_argument("--firefly", metavar="PATH", help="FIREFLY spFly file to overlay (and take A_V from)")
     infer.add_argument("--firefly-dir", metavar="DIR", help="look for spFly-PLATE-MJD-FIBER.fits here")
     infer.add_argument("--av", type=float, default=None, help="Calzetti A_V (mag); default FIREFLY's, else 0")

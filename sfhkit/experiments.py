@@ -13,7 +13,7 @@ def mock_experiment(index: int = 2122, *, redshift: float = 0.05, av: float = 0.
 
     Returns (posterior, report): report holds the run time, the median chi^2 per pixel of the kept
     draws and every derived quantity's posterior mean and std beside its true value."""
-    from .data.galaxies import mock_galaxy
+    from .galaxies import mock_galaxy
     from .posterior import true_quantities
     from .prior import Prior
     from .sampler import DEFAULT_STEPS, sample_posterior
@@ -119,8 +119,8 @@ def line_spread_comparison(paths, *, firefly_dir=None, n: int = 120, keep: int |
     spectrum's FIREFLY fit in `firefly_dir` when there is one, else 0, seed).  Returns a JSON-able
     table: per spectrum and setting, the median chi^2 per pixel and the skewness of the
     posterior-median residuals."""
-    from .data.firefly import find_spfly, read_spfly
-    from .data.sdss import read_spec
+    from .surveys.firefly import find_spfly, read_spfly
+    from .surveys.sdss import read_spec
     from .prior import Prior
     from .ssp import SSPGrid
 

@@ -8,8 +8,8 @@ raise a ValueError that says which.
 
 A real spectrum also carries what the line-spread function needs: the stellar velocity dispersion
 (km/s) and the instrument's Gaussian sigma per pixel (km/s); `line_spread()` turns them into the
-forward model's `LineSpread`.  Readers for survey files live in `sfhkit.data` (`from_fits`,
-`from_sdss`).
+forward model's `LineSpread`.  Readers for survey files live in `sfhkit.surveys`
+(`sfhkit.surveys.read_observation(path)`); this module imports none of them.
 
 `mock_observation` makes the paper's mock data: noiseless model flux plus Gaussian noise with
 sigma = mean(noiseless flux) / SNR in every pixel.
@@ -135,36 +135,6 @@ class Observation:
         if "mask" in kwargs:
             mask &= np.asarray(kwargs.pop("mask"), dtype=bool)
         return cls(wavelength, flux, sigma, redshift, mask=mask, **kwargs)
-
-    @classmethod
-    def from_fits(cls, path, **kwargs) -> "Observation":
-        """A survey file, recognised by its HDUs: an SDSS spec-PLATE-MJD-FIBER.fits
-        (`sfhkit.data.sdss.read_spec`), a MaNGA spectra table (needs index=;
-        `sfhkit.data.manga.read_manga_spectra`) or a MaNGA DRP LOGCUBE (needs redshift= and
-        spaxel= or radius_arcsec=; `sfhkit.data.manga.read_logcube`).  kwargs go to the reader."""
-        from .data import manga, sdss
-        from .data._fits import open_fits
-
-        with open_fits(path, "spectrum file") as hdul:
-            names = {hdu.name for hdu in hdul}
-            flux_ndim = hdul["FLUX"].header.get("NAXIS") if "FLUX" in names else None
-        if {"COADD", "SPECOBJ"} <= names:
-            return sdss.read_spec(path, **kwargs)
-        if {"WAVE", "FLUX", "IVAR", "SRES", "Z"} <= names and flux_ndim == 2:
-            if "index" not in kwargs:
-                raise ValueError(f"{path} is a MaNGA spectra table: say which spectrum with index=")
-            return manga.read_manga_spectra(path, **kwargs)
-        if {"WAVE", "FLUX", "IVAR", "MASK"} <= names and flux_ndim == 3:
-            return manga.read_logcube(path, **kwargs)
-        raise ValueError(f"{path} is neither an SDSS spec file (COADD + SPECOBJ HDUs) nor a MaNGA spectra table "
-                         f"or LOGCUBE (WAVE, FLUX, IVAR, ...); its HDUs are {sorted(names)}")
-
-    @classmethod
-    def from_sdss(cls, plate: int, mjd: int, fiber: int, **kwargs) -> "Observation":
-        """SDSS spectrum PLATE-MJD-FIBER through astroquery (cached; offline: ConnectionError)."""
-        from .data.sdss import from_sdss
-
-        return from_sdss(plate, mjd, fiber, **kwargs)
 
     @property
     def n_used(self) -> int:

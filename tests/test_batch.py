@@ -155,3 +155,27 @@ def test_real_spectra_rows(client, shared_data, tmp_path):
     assert inside.any() and not obs.mask[inside].any()
     assert (out / "posteriors" / "MaNGA_test_spectra-0.nc").exists()
     assert "missing.fits" in json.loads((out / "galaxies" / "missing.json").read_text())["error"]
+
+
+def test_desi_rows(client, tmp_path):
+    """A DESI coadd file in the upstream data model, two targets by TARGETID (17 digits, read
+    exactly), the redshift from the redrock file beside it and, for one row, from the catalogue."""
+    from survey_files import DESI_CAMERAS, desi_wavelength, write_desi_coadd, write_redrock
+
+    targets = (39627640566453451, 39627640566453452)
+    spectra = {}
+    for camera in DESI_CAMERAS:
+        wave = desi_wavelength(camera)
+        flux = np.stack([4.0 + 1e-4 * (wave - 5000.0)] * 2)
+        spectra[camera] = (flux, np.full(flux.shape, 25.0))
+    coadd = write_desi_coadd(tmp_path / "coadd-main-dark-10016.fits", spectra, targetids=targets)
+    write_redrock(tmp_path / "redrock-main-dark-10016.fits", targets, [0.08, 0.11])
+    catalogue = tmp_path / "cat.csv"
+    catalogue.write_text(f"path,targetid,redshift\n{coadd},{targets[0]},\n{coadd},{targets[1]},0.12\n")
+    out = tmp_path / "out"
+    report = run_batch(catalogue, out, client=client, progress=False, **SMALL)
+    assert (report["ok"], report["failed"]) == (2, 0), report
+    first = Posterior.load(out / "posteriors" / f"coadd-main-dark-10016-{targets[0]}.nc").observation
+    second = Posterior.load(out / "posteriors" / f"coadd-main-dark-10016-{targets[1]}.nc").observation
+    assert first.metadata["targetid"] == targets[0] and first.redshift == pytest.approx(0.08)
+    assert second.metadata["targetid"] == targets[1] and second.redshift == pytest.approx(0.12)

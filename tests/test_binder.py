@@ -60,3 +60,12 @@ def test_the_core_never_imports_the_ui_stack():
             if any(re.split(r"\.", n)[0] in ui for n in names):
                 offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, offenders
+
+
+def test_the_observation_imports_no_survey_reader():
+    """sfhkit.surveys' readers build Observations; observation.py must not import them back (no cycle),
+    and the simulation-history package must not hold observed-spectrum readers."""
+    source = (ROOT / "sfhkit" / "observation.py").read_text()
+    modules = [node.module or "" for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)]
+    assert not [m for m in modules if m.split(".")[0] in ("surveys", "data")], modules
+    assert not {"sdss.py", "manga.py", "firefly.py", "desi.py"} & {p.name for p in (ROOT / "sfhkit" / "data").glob("*.py")}

@@ -158,7 +158,30 @@ def test_infer_runs_on_a_real_spectrum(shared_data, grid, tmp_path, capsys):
     assert loaded.observation.metadata["pipeline_model"].shape == loaded.observation.wavelength.shape
     capsys.readouterr()
     assert main(["infer", "--fits", str(shared_data / "firefly" / "spFly-0266-51602-0614.fits")]) == 2
-    assert "not an SDSS spec" in capsys.readouterr().err
+    assert "a FIREFLY fit (spFly)" in capsys.readouterr().err
+
+
+def test_infer_reads_a_desi_coadd(grid, tmp_path, capsys):
+    """`sfhkit infer --fits coadd --targetid` with the redrock file beside it (tiny sampler settings)."""
+    from survey_files import DESI_CAMERAS, desi_wavelength, write_desi_coadd, write_redrock
+
+    targets = (39627640566453451, 39627640566453452)
+    spectra = {c: (np.stack([4.0 + 1e-4 * (desi_wavelength(c) - 5000.0)] * 2), np.full((2, desi_wavelength(c).size), 25.0))
+               for c in DESI_CAMERAS}
+    coadd = write_desi_coadd(tmp_path / "coadd-main-dark-10016.fits", spectra, targetids=targets)
+    write_redrock(tmp_path / "redrock-main-dark-10016.fits", targets, [0.08, 0.11])
+    out = tmp_path / "desi"
+    assert main(["infer", "--fits", str(coadd), "--targetid", str(targets[1]), "--n", "2", "--steps", "3",
+                 "--out", str(out)]) == 0
+    from sfhkit import Posterior
+
+    obs = Posterior.load(out / "posterior.nc").observation
+    assert obs.metadata["targetid"] == targets[1] and obs.redshift == pytest.approx(0.11)
+    capsys.readouterr()
+    assert main(["infer", "--fits", str(coadd), "--n", "2", "--steps", "3", "--out", str(out)]) == 2
+    assert "holds 2 targets" in capsys.readouterr().err
+    assert main(["infer", "--fits", str(tmp_path / "redrock-main-dark-10016.fits")]) == 2
+    assert "give it as redrock=" in capsys.readouterr().err
 
 
 def test_infer_refuses_clearly(tmp_path, capsys, monkeypatch):

@@ -226,7 +226,7 @@ def test_model_error_adds_in_quadrature():
 def test_mixed_batch_with_per_galaxy_seeds_matches_one_at_a_time(grid):
     """Galaxies at different redshifts (two forward models) sampled in one batch, one network call
     per step: each galaxy's draws equal its own run with the same seed, up to float rounding."""
-    from sfhkit.data.galaxies import mock_galaxy
+    from sfhkit.galaxies import mock_galaxy
 
     galaxies = [mock_galaxy(2122, redshift=0.05, grid=grid, progress=False),
                 mock_galaxy(100, redshift=0.08, grid=grid, progress=False)]

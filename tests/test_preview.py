@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sfhkit.data.galaxies import mock_galaxy
+from sfhkit.galaxies import mock_galaxy
 from sfhkit.histories import parametric_history
 from sfhkit.preview import SpectrumPreview
 

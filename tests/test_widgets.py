@@ -147,7 +147,7 @@ def test_panels_without_a_galaxy_say_so():
 
 def test_picker_shows_errors_for_a_missing_file(tmp_path):
     ex = Explorer(ExplorerState())
-    ex.picker.source.value = "SDSS spectrum"
+    ex.picker.source.value = "survey spectrum"
     ex.picker.sdss.value = str(tmp_path / "spec-0266-51602-0614.fits")
     ex.picker.load(wait=True)
     assert "Error" in ex.picker.message.value and ex.state.galaxy is None
@@ -155,7 +155,7 @@ def test_picker_shows_errors_for_a_missing_file(tmp_path):
 
 def test_sdss_galaxy_prefills_redshift_av_and_dispersion(shared_data, grid):
     ex = Explorer(ExplorerState(grid=grid))
-    ex.picker.source.value = "SDSS spectrum"
+    ex.picker.source.value = "survey spectrum"
     ex.picker.sdss.value = str(shared_data / "sdss" / "spec-0266-51602-0614.fits")
     ex.picker.firefly_dir.value = str(shared_data / "firefly")
     ex.picker.load(wait=True)

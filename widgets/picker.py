@@ -1,5 +1,5 @@
-"""Galaxy picker: a test-set mock by index (its true history shown), an SDSS spectrum by
-plate-mjd-fiber or local file, a MaNGA spectrum (table row, LOGCUBE file or plate-IFU).  Redshift,
+"""Galaxy picker: a test-set mock by index (its true history shown), a survey spectrum (SDSS by
+plate-mjd-fiber, or a local SDSS/BOSS/eBOSS spec file or DESI coadd file with its TARGETID), a MaNGA spectrum (table row, LOGCUBE file or plate-IFU).  Redshift,
 A_V and velocity dispersion come pre-filled from the files and FIREFLY where they exist."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from bokeh.models import ColumnDataSource
 from jupyter_bokeh import BokehModel
 
 from sfhkit import TimeBins
-from sfhkit.data.galaxies import MOCK_AV, MOCK_REDSHIFT, MOCK_SNR, manga_galaxy, mock_galaxy, sdss_galaxy
+from sfhkit.galaxies import MOCK_AV, MOCK_REDSHIFT, MOCK_SNR, manga_galaxy, mock_galaxy, spectrum_galaxy
 from sfhkit.preview import SpectrumPreview
 
 from ._common import BackgroundTask, error_html, new_figure, stairs_xy
 from .state import ExplorerState
 
-SOURCES = ("test-set mock", "SDSS spectrum", "MaNGA")
+SOURCES = ("test-set mock", "survey spectrum", "MaNGA")
 
 
 class GalaxyPicker(w.VBox):
@@ -30,7 +30,9 @@ class GalaxyPicker(w.VBox):
         self.mock_redshift = w.BoundedFloatText(value=MOCK_REDSHIFT, min=0.001, max=1.0, step=0.01, description="z")
         self.mock_av = w.BoundedFloatText(value=MOCK_AV, min=0.0, max=4.0, step=0.05, description="A_V")
         self.mock_snr = w.BoundedFloatText(value=MOCK_SNR, min=1.0, max=1000.0, step=5, description="S/N")
-        self.sdss = w.Text(value=sdss, placeholder="266-51602-614 or path/to/spec-....fits", description="spectrum")
+        self.sdss = w.Text(value=sdss, placeholder="266-51602-614, path/to/spec-....fits or coadd-....fits",
+                           description="spectrum")
+        self.targetid = w.Text(placeholder="DESI TARGETID (coadd files)", description="TARGETID")
         self.firefly_dir = w.Text(value=firefly_dir, placeholder="folder of spFly-*.fits (optional)",
                                   description="FIREFLY")
         self.manga_table = w.Text(value=manga_table, placeholder="MaNGA spectra table or LOGCUBE file",
@@ -50,7 +52,7 @@ class GalaxyPicker(w.VBox):
 
         self._forms = {
             SOURCES[0]: w.HBox([self.index, self.mock_redshift, self.mock_av, self.mock_snr]),
-            SOURCES[1]: w.VBox([self.sdss, self.firefly_dir]),
+            SOURCES[1]: w.VBox([self.sdss, self.targetid, self.firefly_dir]),
             SOURCES[2]: w.VBox([w.HBox([self.manga_table, self.manga_index]),
                                 w.HBox([self.plateifu, self.manga_redshift])]),
         }
@@ -69,8 +71,12 @@ class GalaxyPicker(w.VBox):
                                  snr=self.mock_snr.value, grid=self.state.ssp_grid(), progress=False)
         elif kind == SOURCES[1]:
             if not self.sdss.value.strip():
-                raise ValueError("type an SDSS plate-mjd-fiber or the path of a spec-*.fits file")
-            galaxy = sdss_galaxy(self.sdss.value.strip(), firefly_dir=self.firefly_dir.value.strip() or None)
+                raise ValueError("type an SDSS plate-mjd-fiber or the path of a spec-*.fits or DESI coadd file")
+            target = self.targetid.value.strip()
+            if target and not target.isdigit():
+                raise ValueError(f"a DESI TARGETID is a whole number, not {target!r}")
+            galaxy = spectrum_galaxy(self.sdss.value.strip(), firefly_dir=self.firefly_dir.value.strip() or None,
+                                     **({"targetid": int(target)} if target else {}))
         else:
             path = self.manga_table.value.strip() or None
             is_cube = path is not None and "LOGCUBE" in path.upper()

@@ -18,7 +18,7 @@ from sfhkit.lines import apply_masks
 
 
 class ExplorerState(traitlets.HasTraits):
-    galaxy = traitlets.Any(None, allow_none=True)          # sfhkit.data.galaxies.Galaxy
+    galaxy = traitlets.Any(None, allow_none=True)          # sfhkit.galaxies.Galaxy
     preview = traitlets.Any(None, allow_none=True)         # sfhkit.preview.SpectrumPreview of the galaxy
     posterior = traitlets.Any(None, allow_none=True)       # sfhkit.Posterior
     av = traitlets.Float(0.0)                              # Calzetti A_V, mag

@@ -7,7 +7,7 @@ from astropy.io import fits
 
 from sfhkit.cosmology import TimeBins, age_at_redshift_gyr
 from sfhkit.histories import formed_mass_msun, formed_mass_per_bin_msun
-from sfhkit.data.firefly import find_spfly, read_firefly_catalogue, read_spfly
+from sfhkit.surveys.firefly import find_spfly, read_firefly_catalogue, read_spfly
 
 # ../shared/data/README.md: log M* / mass-weighted age (Gyr) / mass-weighted [Z/H] / E(B-V).
 SUMMARY = {"0614": (10.66, 10.6, 0.18, 0.18), "0461": (10.40, 11.0, 0.17, 0.14), "0526": (10.25, 11.0, 0.15, 0.20),

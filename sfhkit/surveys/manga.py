@@ -171,4 +171,4 @@ def fetch_logcube(plateifu: str, *, drpver: str = "v3_1_1") -> Path:
         return Path(download_file(url, cache=True, show_progress=True))
     except Exception as err:  # noqa: BLE001 - urllib/socket raise many kinds
         raise ConnectionError(f"could not download {url} ({type(err).__name__}: {err}). Offline? Fetch the "
-                              "file elsewhere and use sfhkit.data.manga.read_logcube(PATH, redshift=...)") from None
+                              "file elsewhere and use sfhkit.surveys.manga.read_logcube(PATH, redshift=...)") from None

@@ -1,12 +1,22 @@
-"""SDSS single-fibre spectra: spec-PLATE-MJD-FIBER.fits (the DR8+ "spec" files) into an `Observation`.
+"""SDSS single-fibre spectra into an `Observation`: the spec-PLATE-MJD-FIBER.fits files of SDSS-I/II
+(DR8+ reductions) and of SDSS-III BOSS and SDSS-IV eBOSS (DR9-DR17), full and lite.
 
 Data model (https://data.sdss.org/datamodel/files/BOSS_SPECTRO_REDUX/RUN2D/spectra/PLATE4/spec.html):
 HDU 1 "COADD" is a table with loglam (log10 vacuum Angstrom), flux and ivar (1e-17 erg/s/cm2/A and its
 inverse variance, 0 = bad), and_mask (SPPIXMASK bits set in every exposure), wdisp (the instrumental
-Gaussian sigma in pixels of 1e-4 dex), sky and model (the pipeline's best fit); HDU 2 "SPECOBJ" holds
-one row with PLATE, MJD, FIBERID, Z, VDISP (km/s), CLASS, ...
+Gaussian sigma in pixels of 1e-4 dex), sky and model (the pipeline's best fit).  HDU 2 holds the
+object's catalogue row: "SPECOBJ" (the specObj file's columns) for SDSS-I/II plates, "SPALL" (the spAll
+file's) for BOSS and eBOSS; both have PLATE, MJD, FIBERID, Z, Z_ERR, ZWARNING, CLASS, SUBCLASS, VDISP,
+VDISP_ERR, SN_MEDIAN_ALL, PLUG_RA, PLUG_DEC.  HDU 3 "SPZLINE" has the emission-line fits; full files add
+one HDU per exposure, lite files stop at SPZLINE.  SDSS-I/II spectra cover 3800-9200 A at R 1850-2200,
+BOSS/eBOSS 3600-10400 A at R 1560-2650: the reader takes the coverage from loglam and the resolution
+from wdisp, so both need nothing else.
 
-    >>> from sfhkit.data.sdss import read_spec
+specutils has an "SDSS-III/IV spec" loader, but it masks every pixel with any and_mask bit (half of
+spec-0266-51602-0526 carries the advisory MANYBADCOLUMNS) and drops wdisp and the redshift, which
+the fit needs; so this reader reads the columns itself.
+
+    >>> from sfhkit.surveys.sdss import read_spec
     >>> obs = read_spec("spec-0266-51602-0614.fits")          # vdisp and wdisp ride along
     >>> obs = from_sdss(266, 51602, 614)                        # through astroquery, cached
 """
@@ -38,7 +48,9 @@ DEFAULT_MASKED_FLAGS = ("NOPLUG", "BADTRACE", "BADFLAT", "BADARC", "MANYREJECTED
                         "COMBINEREJ", "BADFLUXFACTOR", "BADSKYCHI", "REDMONSTER")
 
 _COADD_COLUMNS = ("loglam", "flux", "ivar", "and_mask", "wdisp")
-_SPECOBJ_COLUMNS = ("PLATE", "MJD", "FIBERID", "Z")
+_CATALOGUE_COLUMNS = ("PLATE", "MJD", "FIBERID", "Z")
+# The catalogue-row HDU names the survey generation: SDSS-I/II's specObj, or BOSS/eBOSS's spAll.
+CATALOGUE_HDUS = {"SPECOBJ": "SDSS-I/II", "SPALL": "BOSS/eBOSS"}
 
 
 def parse_spec_id(text: str) -> tuple[int, int, int]:
@@ -67,12 +79,12 @@ def mask_bits(flags) -> int:
 
 
 def read_spec(source, *, av: float = 0.0, masked_flags=DEFAULT_MASKED_FLAGS) -> Observation:
-    """An `Observation` from an SDSS spec file (path or open astropy HDUList).
+    """An `Observation` from an SDSS, BOSS or eBOSS spec file (path or open astropy HDUList).
 
     Pixels with ivar = 0 or any of `masked_flags` set in and_mask are masked.  The redshift and
-    velocity dispersion come from SPECOBJ (Z, VDISP); the instrumental sigma per pixel from wdisp.
-    Metadata: identifiers, VDISP_ERR, CLASS, ZWARNING, SN_MEDIAN_ALL, RA/Dec, the pipeline model
-    and the sky (per pixel)."""
+    velocity dispersion come from the catalogue row (SPECOBJ or SPALL: Z, VDISP); the instrumental
+    sigma per pixel from wdisp.  Metadata: identifiers, the survey, VDISP_ERR, CLASS, SUBCLASS,
+    ZWARNING, SN_MEDIAN_ALL, RA/Dec, the pipeline model and the sky (per pixel)."""
     from astropy.io import fits
 
     if isinstance(source, fits.HDUList):
@@ -80,15 +92,20 @@ def read_spec(source, *, av: float = 0.0, masked_flags=DEFAULT_MASKED_FLAGS) -> 
     else:
         hdul, name = open_fits(source, "SDSS spectrum file"), source
     with hdul:
-        require_hdus(hdul, ("COADD", "SPECOBJ"), name, "an SDSS spec-PLATE-MJD-FIBER file",
-                     hint="; a spFly file is FIREFLY's output (sfhkit.data.firefly), a MaNGA cube needs "
-                          "sfhkit.data.manga")
-        coadd, specobj = hdul["COADD"].data, hdul["SPECOBJ"].data
-        for table, needed, hdu in ((coadd, _COADD_COLUMNS, "COADD"), (specobj, _SPECOBJ_COLUMNS, "SPECOBJ")):
+        names = [hdu.name for hdu in hdul]
+        catalogue_hdu = next((hdu for hdu in CATALOGUE_HDUS if hdu in names), "SPECOBJ or SPALL")
+        require_hdus(hdul, ("COADD", catalogue_hdu), name,
+                     "an SDSS, BOSS or eBOSS spec-PLATE-MJD-FIBER file (COADD with SPECOBJ or SPALL)",
+                     hint="; a spFly file is FIREFLY's output (sfhkit.surveys.firefly), a MaNGA cube needs "
+                          "sfhkit.surveys.manga")
+        coadd, catalogue = hdul["COADD"].data, hdul[catalogue_hdu].data
+        for table, needed, hdu in ((coadd, _COADD_COLUMNS, "COADD"), (catalogue, _CATALOGUE_COLUMNS, catalogue_hdu)):
             lacking = [c for c in needed if c not in table.columns.names]
             if lacking:
                 raise ValueError(f"{name}: the {hdu} table lacks column(s) {lacking}")
-        row = specobj[0]
+        if len(catalogue) != 1:
+            raise ValueError(f"{name}: the {catalogue_hdu} table has {len(catalogue)} rows, a spec file has one")
+        row = catalogue[0]
         wavelength = 10 ** np.asarray(coadd["loglam"], dtype=float)
         flux = np.asarray(coadd["flux"], dtype=float)
         ivar = np.asarray(coadd["ivar"], dtype=float)
@@ -100,8 +117,9 @@ def read_spec(source, *, av: float = 0.0, masked_flags=DEFAULT_MASKED_FLAGS) -> 
         good_wdisp = np.isfinite(wdisp) & (wdisp > 0)
         wdisp = np.where(good_wdisp, wdisp, np.median(wdisp[good_wdisp]) if good_wdisp.any() else 1.0)
         plate, mjd, fiber = int(row["PLATE"]), int(row["MJD"]), int(row["FIBERID"])
-        vdisp = float(row["VDISP"]) if "VDISP" in specobj.columns.names else None
-        metadata = {"kind": "sdss", "source": str(name) if name else spec_name(plate, mjd, fiber),
+        vdisp = float(row["VDISP"]) if "VDISP" in catalogue.columns.names else None
+        metadata = {"kind": "sdss", "survey": CATALOGUE_HDUS[catalogue_hdu],
+                    "source": str(name) if name else spec_name(plate, mjd, fiber),
                     "spec_id": f"{plate}-{mjd}-{fiber}", "plate": plate, "mjd": mjd, "fiber": fiber,
                     "pipeline_model": np.asarray(coadd["model"], dtype=float) if "model" in coadd.columns.names
                     else None,
@@ -110,14 +128,14 @@ def read_spec(source, *, av: float = 0.0, masked_flags=DEFAULT_MASKED_FLAGS) -> 
         for key, column in (("redshift_err", "Z_ERR"), ("velocity_dispersion_err_kms", "VDISP_ERR"),
                             ("class", "CLASS"), ("subclass", "SUBCLASS"), ("zwarning", "ZWARNING"),
                             ("sn_median", "SN_MEDIAN_ALL"), ("ra_deg", "PLUG_RA"), ("dec_deg", "PLUG_DEC"),
-                            ("specobjid", "SPECOBJID"), ("run2d", "RUN2D")):
-            if column in specobj.columns.names:
+                            ("specobjid", "SPECOBJID"), ("run2d", "RUN2D"), ("program", "PROGRAMNAME")):
+            if column in catalogue.columns.names:
                 value = row[column]
                 metadata[key] = value.strip() if isinstance(value, str) else value.item()
         metadata = {k: v for k, v in metadata.items() if v is not None}
         redshift = float(row["Z"])
     if not np.isfinite(redshift) or redshift <= 0:
-        raise ValueError(f"{name}: SPECOBJ gives redshift Z={redshift}; sfhkit fits galaxies at z > 0")
+        raise ValueError(f"{name}: {catalogue_hdu} gives redshift Z={redshift}; sfhkit fits galaxies at z > 0")
     return Observation.from_ivar(wavelength, flux, ivar, redshift, av=av, mask=~flagged, metadata=metadata,
                                  velocity_dispersion_kms=vdisp if vdisp and vdisp > 0 else None,
                                  instrument_sigma_kms=wdisp * PIXEL_KMS)
@@ -137,7 +155,7 @@ def fetch_spec(plate: int, mjd: int, fiber: int, *, data_release: int = 17):
         raise ConnectionError(
             f"could not fetch {spec_name(plate, mjd, fiber)} from the SDSS archive ({type(err).__name__}: {err}). "
             "Offline? Download the file (https://dr17.sdss.org/optical/spectrum/view/data) and use "
-            "`sfhkit infer --fits PATH` or sfhkit.data.sdss.read_spec(PATH).") from None
+            "`sfhkit infer --fits PATH` or sfhkit.surveys.sdss.read_spec(PATH).") from None
     if not spectra:
         raise LookupError(f"the SDSS archive has no spectrum {plate}-{mjd}-{fiber} in DR{data_release}")
     return spectra[0]

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from sfhkit import Observation
-from sfhkit.data import manga
+from sfhkit.surveys import manga, read_observation
 
 TABLE = "manga/MaNGA_test_spectra.fits.gz"
 
@@ -22,7 +21,7 @@ def test_reads_the_real_spectra_table(shared_data):
     # sigma_v = c / (R * 2.3548): R ~ 2000 gives ~ 64 km/s.
     np.testing.assert_allclose(obs.instrument_sigma_kms[100], 299792.458 / (sres[0, 100] * 2.35482), rtol=1e-4)
     assert obs.n_used > 4500
-    assert Observation.from_fits(path, index=3).redshift == pytest.approx(z[3])
+    assert read_observation(path, index=3).redshift == pytest.approx(z[3])
 
 
 def test_spectra_table_errors(shared_data):
@@ -32,7 +31,7 @@ def test_spectra_table_errors(shared_data):
     with pytest.raises(IndexError, match="8 spectra"):
         manga.read_manga_spectra(path, 8)
     with pytest.raises(ValueError, match="index="):
-        Observation.from_fits(path)
+        read_observation(path)
 
 
 def _logcube(path, n_wave=400, ny=7, nx=7, seed=0):
@@ -65,7 +64,7 @@ def test_logcube_spaxel_and_aperture(tmp_path):
     np.testing.assert_allclose(one.sigma, 0.5)
     np.testing.assert_allclose(one.instrument_sigma_kms, 299792.458 / 2000 / 2.35482, rtol=1e-5)
     assert one.metadata["plateifu"] == "8485-1901"
-    assert Observation.from_fits(path, redshift=0.0234, spaxel=(2, 3)).n_used == one.n_used
+    assert read_observation(path, redshift=0.0234, spaxel=(2, 3)).n_used == one.n_used
 
     ring = manga.read_logcube(path, redshift=0.0234, radius_arcsec=1.0)        # 13 spaxels within 2 spaxels
     n = ring.metadata["n_spaxels"]

@@ -1,10 +1,11 @@
-"""One galaxy to fit, from any source sfhkit reads: a test-set mock, an SDSS spectrum, a MaNGA
-spectrum or cube.  The command line (`sfhkit infer`, `sfhkit demo`) and the explorer's galaxy
+"""One galaxy to fit, from any source sfhkit reads: a test-set mock, a survey spectrum (SDSS, BOSS,
+eBOSS, DESI; `sfhkit.surveys`), a MaNGA spectrum or cube.  The command line (`sfhkit infer`, `sfhkit demo`) and the explorer's galaxy
 picker both come here, so a galaxy means the same thing everywhere.
 
     >>> galaxy = mock_galaxy(2122)                     # the paper's mock: z 0.05, A_V 0.2, S/N 50
-    >>> galaxy = sdss_galaxy("../shared/data/sdss/spec-0266-51602-0614.fits",
-    ...                      firefly_dir="../shared/data/firefly")
+    >>> galaxy = spectrum_galaxy("../shared/data/sdss/spec-0266-51602-0614.fits",
+    ...                          firefly_dir="../shared/data/firefly")
+    >>> galaxy = spectrum_galaxy("coadd-main-dark-10016.fits", targetid=39627640566453451)
     >>> galaxy.observation, galaxy.true_history, galaxy.firefly
 
 A_V comes from the caller, else from the FIREFLY fit (A_V = 4.05 E(B-V)), else 0; where it came
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..observation import Observation
+from .observation import Observation
 
 MOCK_REDSHIFT, MOCK_AV, MOCK_SNR = 0.05, 0.2, 50.0   # the paper's mock experiment
 
@@ -30,7 +31,7 @@ class Galaxy:
     observation : the spectrum (with mask, redshift, A_V, velocity dispersion where known)
     label : a short name for titles and file names
     true_history : (2, 64) physical history for mocks, else None
-    firefly : the FIREFLY fit to compare with (`sfhkit.data.firefly.FireflyFit`), or None
+    firefly : the FIREFLY fit to compare with (`sfhkit.surveys.firefly.FireflyFit`), or None
     forward_model : the model a mock was made with (reusable for sampling), or None
     """
 
@@ -58,10 +59,10 @@ def mock_galaxy(index: int, *, redshift: float = MOCK_REDSHIFT, av: float = MOCK
     """The paper's mock of held-out test-set history `index`: SDSS-like wavelengths (3800 log pixels
     from 3800 A), noise sigma = mean flux / `snr`.  A `forward_model` built before (on
     `observation.sdss_wavelength()`) is reused instead of building one: its redshift and A_V count."""
-    from ..forward import ForwardModel
-    from ..observation import mock_observation, sdss_wavelength
-    from ..ssp import SSPGrid
-    from .embedded import load_histories
+    from .forward import ForwardModel
+    from .observation import mock_observation, sdss_wavelength
+    from .ssp import SSPGrid
+    from .data.embedded import load_histories
 
     test = load_histories("test")
     n = test.sizes["galaxy"]
@@ -77,19 +78,27 @@ def mock_galaxy(index: int, *, redshift: float = MOCK_REDSHIFT, av: float = MOCK
     return Galaxy(obs, f"test galaxy {index}", true_history=truth, forward_model=model)
 
 
-def sdss_galaxy(spec: str | Path, *, firefly_dir=None, firefly_path=None, av: float | None = None) -> Galaxy:
-    """An SDSS spectrum: a local spec-*.fits path, or PLATE-MJD-FIBER fetched from the SDSS archive
-    (astroquery; ConnectionError offline).  The FIREFLY fit comes from `firefly_path`, or from
-    `firefly_dir` by the spectrum's identifier."""
-    from .firefly import find_spfly, read_spfly
-    from .sdss import from_sdss, parse_spec_id, read_spec
+def spectrum_galaxy(spec: str | Path, *, firefly_dir=None, firefly_path=None, av: float | None = None,
+                    **reader_kwargs) -> Galaxy:
+    """A survey spectrum: a local file of any kind `sfhkit.surveys.read_observation` reads (SDSS,
+    BOSS, eBOSS, DESI, MaNGA; `reader_kwargs` go to its reader, e.g. targetid= for DESI), or an SDSS
+    PLATE-MJD-FIBER fetched from the SDSS archive (astroquery; ConnectionError offline).  The
+    FIREFLY fit comes from `firefly_path`, or from `firefly_dir` by the spectrum's identifier."""
+    from .surveys import read_observation
+    from .surveys.firefly import find_spfly, read_spfly
+    from .surveys.sdss import from_sdss, parse_spec_id
 
     path = Path(spec)
-    obs = read_spec(path) if path.suffix in (".fits", ".gz") or path.exists() else from_sdss(*parse_spec_id(str(spec)))
+    if path.exists() or path.suffix in (".fits", ".gz"):
+        obs = read_observation(path, **reader_kwargs)
+    else:
+        obs = from_sdss(*parse_spec_id(str(spec)), **reader_kwargs)
     if firefly_path is None and firefly_dir is not None and "spec_id" in obs.metadata:
         firefly_path = find_spfly(obs.metadata["spec_id"], firefly_dir)
     firefly = read_spfly(firefly_path) if firefly_path else None
-    return Galaxy(with_catalogue_av(obs, firefly, av), f"SDSS {obs.metadata.get('spec_id', path.name)}", firefly=firefly)
+    survey = obs.metadata.get("survey", "SDSS")
+    label = f"{'SDSS' if survey.startswith('SDSS') else survey} {obs.metadata.get('spec_id', path.name)}"
+    return Galaxy(with_catalogue_av(obs, firefly, av), label, firefly=firefly)
 
 
 def manga_galaxy(*, table=None, index: int | None = None, logcube=None, plateifu: str | None = None,
@@ -98,7 +107,7 @@ def manga_galaxy(*, table=None, index: int | None = None, logcube=None, plateifu
     """A MaNGA spectrum: row `index` of a spectra table, or a LOGCUBE (a local file, or `plateifu`
     downloaded from the SDSS archive) at `redshift` (the cube has none: drpall NSA_Z), one `spaxel`
     or a circular aperture of `radius_arcsec` (default 2.5", about an SDSS fibre)."""
-    from .manga import fetch_logcube, read_logcube, read_manga_spectra
+    from .surveys.manga import fetch_logcube, read_logcube, read_manga_spectra
 
     if table is not None:
         if index is None:
