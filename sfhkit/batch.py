@@ -26,11 +26,13 @@ gives the same numbers, bit for bit (tested).
 **Output** (in `out`):
 
 * `posteriors/<id>.nc`: the full posterior (`Posterior.save`; xarray.open_datatree reads it);
-* `galaxies/<id>.json`: its summary (derived quantities with uncertainties, chi^2, seed, status
-  "ok"), written *after* the NetCDF file: it marks the galaxy as finished;
+* `galaxies/<id>.json`: its summary (derived quantities with uncertainties, chi^2, seed, the fit's
+  warnings (sfhkit.health), status "ok"), written *after* the NetCDF file: it marks the galaxy as
+  finished;
 * `galaxies/<id>.json` with status "failed", the error and its traceback for a galaxy that could not
   be read or sampled;
-* `summary.csv`: one row per catalogue row, rebuilt from those files at the end of each run;
+* `summary.csv`: one row per catalogue row, rebuilt from those files at the end of each run; its
+  `warnings` column lists the warning codes (";"-separated, empty for a healthy fit);
 * `settings.json`: the sampler settings; a rerun with other settings is refused.
 
 One run per output folder at a time: a run starts by deleting the temporary files a killed run
@@ -213,7 +215,8 @@ def galaxy_summary(row: dict, posterior, seconds: float) -> dict:
     return {"id": row["id"], "row": row["row"], "status": "ok", "seed": galaxy_seed(row["id"]),
             "redshift": obs.redshift, "av": obs.av, "n_used_pixels": obs.n_used,
             "median_chi2_per_pixel": posterior.median_chi2_per_pixel(), "n_kept": int(posterior.kept.sum()),
-            "seconds": seconds, "posterior": f"posteriors/{row['id']}.nc", "derived": posterior.summary()}
+            "seconds": seconds, "posterior": f"posteriors/{row['id']}.nc", "derived": posterior.summary(),
+            "warnings": posterior.warnings()}
 
 
 # -- one chunk (runs on a Dask worker) -------------------------------------------------------------
@@ -325,7 +328,9 @@ def write_summary_table(rows: list[dict], out):
     for row in rows:
         path = out / "galaxies" / f"{row['id']}.json"
         info = json.loads(path.read_text()) if path.exists() else {"id": row["id"], "row": row["row"], "status": "missing"}
-        flat = {k: v for k, v in info.items() if k not in ("derived", "traceback")}
+        flat = {k: v for k, v in info.items() if k not in ("derived", "traceback", "warnings")}
+        if info.get("status") == "ok":     # the codes, ";"-separated ("" for a healthy fit); details in the JSON
+            flat["warnings"] = ";".join(w["code"] for w in info.get("warnings", []))
         for name, value in info.get("derived", {}).items():
             flat[f"{name}_mean"], flat[f"{name}_std"] = value["mean"], value["std"]
         records.append(flat)

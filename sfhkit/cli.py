@@ -55,6 +55,7 @@ def _read_observation(args):
 def _infer(args) -> int:
     """A real spectrum -> posterior NetCDF, the paper's real-data figure and a JSON summary."""
     from .experiments import real_experiment
+    from .health import format_warnings
     from .plots import plot_posterior
 
     obs, firefly = _read_observation(args)
@@ -69,12 +70,13 @@ def _infer(args) -> int:
         line_spread=not args.no_lsf, velocity_dispersion_kms=args.vdisp, n=args.n, keep=args.keep, steps=args.steps,
         likelihood=args.likelihood, cla=args.cla, fit_nuisance=args.fit_nuisance, model_error=args.model_error,
         mask_worst_residuals=args.mask_worst, seed=args.seed, device=args.device)
-    report = {"posterior": str(posterior.save(out / "posterior.nc")), "figure": str(out / "posterior.png"),
-              "av_source": obs.metadata["av_source"], **report}
+    report = {"posterior": str(posterior.save(out / "posterior.nc")), "figure": str(out / "posterior.png"), **report}
     if firefly is not None:
         report["firefly"] = {"source": firefly.source, "av": firefly.av, **firefly.summary}
     plot_posterior(posterior, report["figure"], firefly=firefly, zoom_lines=args.zoom)
     _print_json(report, out / "summary.json")
+    for line in format_warnings(report["warnings"]):
+        print(line, file=sys.stderr)
     return 0
 
 

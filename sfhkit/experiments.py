@@ -101,12 +101,25 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
             model = obs.forward_model(grid, line_spread=obs.line_spread(), device=device)
         posterior = sample(obs, model)
     obs = posterior.observation
+    if fit_nuisance:      # say that A_V and sigma_v were fitted, and from where they started
+        fitted = extra["nuisance"]
+        obs.metadata["av_source"] = (f"fitted (nuisance mode): {fitted['av']['estimate']:.3f} +- "
+                                     f"{fitted['av']['error']:.3f}, started from {observation.av:.3f} "
+                                     f"({observation.metadata.get('av_source', 'given')})")
+        obs.metadata["velocity_dispersion_source"] = (
+            f"fitted (nuisance mode): {fitted['vdisp_kms']['median']:.0f} km/s (16-84 % "
+            f"{fitted['vdisp_kms']['p16']:.0f}-{fitted['vdisp_kms']['p84']:.0f})")
     spread = model.line_spread if model is not None else obs.line_spread()
     posterior.config["line_spread"] = None if spread is None else {
         "velocity_dispersion_kms": spread.velocity_dispersion_kms,
         "median_instrument_sigma_kms": float(np.median(spread.instrument_sigma_kms))}
     report = {"source": obs.metadata.get("source"), "redshift": obs.redshift, "av": obs.av,
+              "av_source": obs.metadata.get("av_source", "given"),
+              "velocity_dispersion_kms": obs.velocity_dispersion_kms,
+              "velocity_dispersion_source": obs.metadata.get("velocity_dispersion_source",
+                                                             "given" if velocity_dispersion_kms else "the survey's"),
               "seconds": posterior.config["seconds"], "n_used_pixels": obs.n_used, **fit_quality(posterior),
+              "warnings": posterior.warnings(),
               "line_spread": posterior.config["line_spread"], "masks": obs.metadata["masks"],
               "derived": posterior.summary(), **extra}
     return posterior, report

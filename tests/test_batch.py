@@ -179,3 +179,8 @@ def test_desi_rows(client, tmp_path):
     second = Posterior.load(out / "posteriors" / f"coadd-main-dark-10016-{targets[1]}.nc").observation
     assert first.metadata["targetid"] == targets[0] and first.redshift == pytest.approx(0.08)
     assert second.metadata["targetid"] == targets[1] and second.redshift == pytest.approx(0.12)
+    import pandas as pd
+
+    table = pd.read_csv(out / "summary.csv", dtype={"warnings": str}, keep_default_na=False)
+    summary = json.loads((out / "galaxies" / f"coadd-main-dark-10016-{targets[0]}.json").read_text())
+    assert list(table["warnings"])[0] == ";".join(w["code"] for w in summary["warnings"])

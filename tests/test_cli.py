@@ -146,6 +146,7 @@ def test_infer_runs_on_a_real_spectrum(shared_data, grid, tmp_path, capsys):
     worst = report["masked_worst_residual_ranges"]
     assert len(worst) == 3 and report["masks"]["ranges"] == worst and "first_fit" in report
     assert report["av_source"].startswith("FIREFLY") and report["av"] == pytest.approx(4.05 * 0.1809, abs=1e-3)
+    assert isinstance(report["warnings"], list) and report["velocity_dispersion_source"] == "the survey's"
     assert report["line_spread"]["velocity_dispersion_kms"] == pytest.approx(253.6, abs=0.1)
     assert report["masks"]["pixels_removed"]["lines"] > 50
     assert (out / "posterior.png").read_bytes()[:4] == b"\x89PNG"
@@ -169,15 +170,19 @@ def test_infer_reads_a_desi_coadd(grid, tmp_path, capsys):
     spectra = {c: (np.stack([4.0 + 1e-4 * (desi_wavelength(c) - 5000.0)] * 2), np.full((2, desi_wavelength(c).size), 25.0))
                for c in DESI_CAMERAS}
     coadd = write_desi_coadd(tmp_path / "coadd-main-dark-10016.fits", spectra, targetids=targets)
-    write_redrock(tmp_path / "redrock-main-dark-10016.fits", targets, [0.08, 0.11])
+    write_redrock(tmp_path / "redrock-main-dark-10016.fits", targets, [0.08, 0.11], subtype=["", "BROADLINE"])
     out = tmp_path / "desi"
+    capsys.readouterr()
     assert main(["infer", "--fits", str(coadd), "--targetid", str(targets[1]), "--n", "2", "--steps", "3",
                  "--out", str(out)]) == 0
     from sfhkit import Posterior
 
     obs = Posterior.load(out / "posterior.nc").observation
     assert obs.metadata["targetid"] == targets[1] and obs.redshift == pytest.approx(0.11)
-    capsys.readouterr()
+    # A broad-line object is fitted, and says so: in summary.json and on stderr.
+    report = json.loads((out / "summary.json").read_text())
+    assert "active_nucleus" in [w["code"] for w in report["warnings"]]
+    assert "warning [active_nucleus]" in capsys.readouterr().err
     assert main(["infer", "--fits", str(coadd), "--n", "2", "--steps", "3", "--out", str(out)]) == 2
     assert "holds 2 targets" in capsys.readouterr().err
     assert main(["infer", "--fits", str(tmp_path / "redrock-main-dark-10016.fits")]) == 2

@@ -76,3 +76,25 @@ def test_parabola_vertex_and_errors():
     vertices = [_parabola_minimum(x, y + rng.normal(0, 2.0, 4), 1)[0] for _ in range(4000)]
     assert wider ** 2 == pytest.approx(error ** 2 + np.var(vertices), rel=0.1)
     assert _parabola_minimum(x, y, 0) == (0.0, 0.125)                       # grid end: half a step
+
+
+def test_the_report_says_the_nuisance_parameters_were_fitted(setup, grid, monkeypatch):
+    """real_experiment in nuisance mode (tiny settings): av_source says "fitted", from where it
+    started, and the estimates are in the report (the summary.json of `sfhkit infer`)."""
+    from sfhkit import nuisance
+    from sfhkit.experiments import real_experiment
+
+    mock, _, _ = setup
+    real = nuisance.sample_with_nuisance
+    monkeypatch.setattr(nuisance, "sample_with_nuisance", lambda obs, prior, grid, **kw: real(
+        obs, prior, grid, **{**kw, "rounds": 1, "round_draws": 2, "round_steps": 3, "av_coarse_step": 1.0}))
+    from dataclasses import replace
+
+    start = replace(mock, av=0.0, metadata={**mock.metadata, "av_source": "default 0"})
+    posterior, report = real_experiment(start, fit_nuisance=True, mask_lines=False, mask_sky=False, n=2, steps=3,
+                                        grid=grid, progress=False)
+    fitted = report["nuisance"]
+    assert report["av"] == fitted["av"]["estimate"] == posterior.observation.av
+    assert report["av_source"].startswith("fitted (nuisance mode)") and "started from 0.000 (default 0)" in report["av_source"]
+    assert report["velocity_dispersion_kms"] == fitted["vdisp_kms"]["median"]
+    assert report["velocity_dispersion_source"].startswith("fitted (nuisance mode)")

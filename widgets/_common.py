@@ -42,6 +42,17 @@ def error_html(message: str) -> str:
     return f"<span style='color:#b00020'><b>Error:</b> {message}</span>"
 
 
+SEVERITY_COLOURS = {"warning": "#b00020", "caution": "#a05a00"}
+
+
+def warnings_html(warnings: list[dict]) -> str:
+    """The fit's warnings (Posterior.warnings()), one line each, coloured by severity; "" if none."""
+    import html
+
+    return "".join(f"<div class='sfhkit-warning' data-code='{w['code']}' style='color:{SEVERITY_COLOURS[w['severity']]}'>"
+                   f"<b>{w['severity']}</b> [{w['code']}]: {html.escape(w['message'])}</div>" for w in warnings)
+
+
 class BackgroundTask:
     """Runs fn() in a daemon thread; on_done(result) or on_error(exception) afterwards (from that
     thread: ipywidgets and bokeh updates from a thread reach the browser with ipykernel >= 6).

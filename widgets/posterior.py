@@ -14,7 +14,7 @@ from jupyter_bokeh import BokehModel
 
 from sfhkit.histories import formed_mass_per_bin_msun
 
-from ._common import new_figure, stairs_xy
+from ._common import new_figure, stairs_xy, warnings_html
 from .state import ExplorerState
 
 MAX_DRAWS_SHOWN = 50
@@ -136,7 +136,7 @@ class PosteriorPanel(w.VBox):
                  if k in ("log10_formed_mass", "log10_surviving_mass", "mass_weighted_age_gyr", "t50_gyr",
                           "mass_weighted_logz")]
         self.summary.value = (f"{len(kept)} kept draws; median chi^2 per pixel {posterior.median_chi2_per_pixel():.2f}"
-                              f"<br>{'; '.join(parts)}")
+                              f"<br>{'; '.join(parts)}{warnings_html(posterior.warnings())}")
         self.refresh_selected()
 
     def refresh_selected(self) -> None:
