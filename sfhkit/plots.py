@@ -169,6 +169,13 @@ def plot_posterior(posterior, path=None, n_show: int = 100, firefly=None, zoom_l
         ax.set_xlabel("observed wavelength [A]", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
+    warnings = posterior.warnings()
+    if warnings:        # the fit's health, above the panels (sfhkit.health)
+        from .health import format_warnings
+
+        lines = format_warnings(warnings)
+        fig.subplots_adjust(top=1 - 0.022 * len(lines) * 3 / rows)
+        fig.text(0.01, 0.995, "\n".join(lines), va="top", ha="left", fontsize=9, color="#b00020")
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig

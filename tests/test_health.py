@@ -72,3 +72,15 @@ def test_warnings_reach_the_posterior_file_and_the_terminal(tmp_path):
     assert Posterior.load(path).warnings() == saved
     lines = format_warnings(saved)
     assert lines[0].startswith("warning [high_chi2]: chi^2 per pixel is 12.80")
+
+
+def test_the_figure_shows_the_warnings():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sfhkit.plots import plot_posterior
+
+    figure = plot_posterior(_posterior(chi2_per_pixel=7.6, metadata={"subclass": "BROADLINE"}))
+    text = "\n".join(t.get_text() for t in figure.texts)
+    assert "warning [high_chi2]" in text and "warning [active_nucleus]" in text
+    assert not plot_posterior(_posterior()).texts
