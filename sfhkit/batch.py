@@ -58,6 +58,7 @@ import numpy as np
 
 from ._io import write_json
 from ._version import __version__
+from .fluxcal import DEFAULT_DEGREE as DEFAULT_CALIBRATION_DEGREE
 
 SOURCE_COLUMNS = ("test_index", "path", "plate", "plateifu")
 OPTIONAL_COLUMNS = ("id", "redshift", "av", "vdisp", "mask", "snr", "index", "targetid", "mjd", "fiber")
@@ -266,22 +267,29 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
         except Exception as err:  # noqa: BLE001 - a bad row is recorded, never fatal
             results.append(_record_failure(out, row, err, retry))
     if loaded:
-        def sample(observations, models, seeds):
+        def sample(observations, models, seeds, degree):
             return sample_posterior(observations, state["prior"], models, n=settings["n"], keep=settings["keep"],
                                     steps=settings["steps"], likelihood=settings["likelihood"], seed=seeds,
-                                    progress=False)
+                                    progress=False, calibration_degree=degree)
+
+        def degree_of(obs):        # real spectra get the flux-calibration polynomial, mocks none
+            return 0 if obs.metadata.get("kind") == "mock" else settings.get("calibration_degree", 0)
 
         started = time.perf_counter()
-        try:
-            posteriors = sample([obs for _, _, obs, _ in loaded], [model for *_, model in loaded],
-                                [galaxy_seed(row["id"]) for row, *_ in loaded])
-        except Exception:  # noqa: BLE001 - one galaxy that breaks the batch: sample one at a time
-            posteriors = []
-            for row, _, obs, model in loaded:
-                try:
-                    posteriors.append(sample(obs, model, galaxy_seed(row["id"])))
-                except Exception as err:  # noqa: BLE001
-                    posteriors.append(err)
+        posteriors = [None] * len(loaded)
+        for degree in sorted({degree_of(obs) for _, _, obs, _ in loaded}):
+            group = [i for i, (_, _, obs, _) in enumerate(loaded) if degree_of(obs) == degree]
+            try:
+                for i, posterior in zip(group, sample([loaded[i][2] for i in group], [loaded[i][3] for i in group],
+                                                      [galaxy_seed(loaded[i][0]["id"]) for i in group], degree)):
+                    posteriors[i] = posterior
+            except Exception:  # noqa: BLE001 - one galaxy that breaks the batch: sample one at a time
+                for i in group:
+                    row, _, obs, model = loaded[i]
+                    try:
+                        posteriors[i] = sample(obs, model, galaxy_seed(row["id"]), degree)
+                    except Exception as err:  # noqa: BLE001
+                        posteriors[i] = err
         seconds = (time.perf_counter() - started) / len(loaded)
         for (row, *_), posterior in zip(loaded, posteriors):
             if isinstance(posterior, Exception):
@@ -345,9 +353,12 @@ def write_summary_table(rows: list[dict], out):
 
 def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1,
               chunk_size: int = 8, device: str = "cpu", n: int = 120, keep: int | None = None, steps: int | None = None,
-              likelihood: str = "cla", retry_failed: bool = False, progress: bool = True, client=None) -> dict:
+              likelihood: str = "cla", retry_failed: bool = False, progress: bool = True, client=None,
+              calibration_degree: int | None = None) -> dict:
     """Run (or resume) a batch; returns counts and the summary table's path.  `client`: an existing
-    dask.distributed Client (else one on `scheduler`, else a LocalCluster of `workers` processes)."""
+    dask.distributed Client (else one on `scheduler`, else a LocalCluster of `workers` processes).
+    Real spectra get a flux-calibration polynomial of `calibration_degree` (sfhkit.fluxcal; default
+    DEFAULT_CALIBRATION_DEGREE with the CLA likelihood, none with DPS), mocks none."""
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
 
@@ -356,9 +367,12 @@ def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2,
     if chunk_size < 1 or workers < 1:
         raise ValueError("need chunk_size >= 1 and workers >= 1")
     keep = kept_draws(n, keep)
+    if calibration_degree is None:
+        calibration_degree = DEFAULT_CALIBRATION_DEGREE if likelihood == "cla" else 0
     out = Path(out)
     rows = read_catalogue(catalogue)
     settings = {"n": n, "keep": keep, "steps": steps or DEFAULT_STEPS, "likelihood": likelihood,
+                "calibration_degree": int(calibration_degree),
                 "chunk_size": chunk_size, "device": device, "threads": threads_per_worker, "retry_failed": retry_failed}
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings)

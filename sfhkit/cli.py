@@ -69,7 +69,8 @@ def _infer(args) -> int:
         obs, mask_lines=not args.no_line_mask, mask_sky=not args.no_sky_mask, ranges=args.mask_range or (),
         line_spread=not args.no_lsf, velocity_dispersion_kms=args.vdisp, n=args.n, keep=args.keep, steps=args.steps,
         likelihood=args.likelihood, cla=args.cla, fit_nuisance=args.fit_nuisance, model_error=args.model_error,
-        mask_worst_residuals=args.mask_worst, seed=args.seed, device=args.device)
+        mask_worst_residuals=args.mask_worst, calibration_degree=args.calibration_degree, seed=args.seed,
+        device=args.device)
     report = {"posterior": str(posterior.save(out / "posterior.nc")), "figure": str(out / "posterior.png"), **report}
     if firefly is not None:
         report["firefly"] = {"source": firefly.source, "av": firefly.av, **firefly.summary}
@@ -122,7 +123,8 @@ def _batch(args) -> int:
     report = run_batch(args.catalogue, args.out, scheduler=args.scheduler, workers=args.workers,
                        threads_per_worker=args.threads_per_worker, chunk_size=args.chunk_size, device=args.device,
                        n=args.n, keep=args.keep, steps=args.steps, likelihood=args.likelihood,
-                       retry_failed=args.retry_failed, progress=not args.quiet)
+                       retry_failed=args.retry_failed, progress=not args.quiet,
+                       calibration_degree=args.calibration_degree)
     _print_json(report)
     return 0 if not report["missing"] and not report["chunk_errors"] else 1
 
@@ -132,6 +134,16 @@ def _print_json(obj, path=None) -> None:
     from ._io import write_json
 
     print(write_json(path, obj) if path else json.dumps(obj, indent=1, default=str))
+
+
+def _polynomial_check(args) -> int:
+    from .experiments import calibration_polynomial_comparison
+
+    table = calibration_polynomial_comparison(args.files, degrees=args.degrees, firefly_dir=args.firefly_dir, n=args.n,
+                                              keep=args.keep, steps=args.steps, seed=args.seed, device=args.device,
+                                              progress=not args.quiet)
+    _print_json(table, args.out)
+    return 0
 
 
 def _lsf_check(args) -> int:
@@ -289,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="mask observed-frame Angstrom LO..HI (repeatable)")
     infer.add_argument("--mask-worst", type=int, default=0, metavar="N",
                        help="refit without the N areas of largest negative residual (the paper used 3)")
+    infer.add_argument("--calibration-degree", type=int, default=None, metavar="N",
+                       help="degree of the multiplicative flux-calibration polynomial solved per draw (0: none; "
+                            "default 8 with the CLA likelihood, sfhkit.fluxcal)")
     infer.add_argument("--zoom", nargs="*", default=list(DEFAULT_ZOOM_LINES), help="lines to zoom on (line list names)")
     infer.add_argument("--out", default=None, help="output folder (default outputs/<spectrum>)")
     _add_sampler_arguments(infer)
@@ -304,6 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     lsf.add_argument("--quiet", action="store_true")
     _add_sampler_arguments(lsf, likelihood_choice=False)
     lsf.set_defaults(func=_lsf_check)
+
+    poly = sub.add_parser("polynomial-check", help="SDSS fits with flux-calibration polynomials of several degrees (JSON)",
+                          description="Fit each SDSS spec file once per polynomial degree (0: none), everything else "
+                                      "equal, and print chi^2 per pixel, residual skewness, mass, mass-weighted age "
+                                      "and log Z beside FIREFLY's.")
+    poly.add_argument("files", nargs="+", help="SDSS spec-PLATE-MJD-FIBER.fits files")
+    poly.add_argument("--degrees", type=int, nargs="+", default=[0, 4, 8, 12])
+    poly.add_argument("--firefly-dir", default=None, help="take A_V from spFly files here (else A_V = 0)")
+    poly.add_argument("--out", default=None, help="also write the JSON here")
+    poly.add_argument("--quiet", action="store_true")
+    _add_sampler_arguments(poly, likelihood_choice=False)
+    poly.set_defaults(func=_polynomial_check)
 
     nui = sub.add_parser("nuisance-check", help="bias with fixed vs inferred A_V and velocity dispersion on mocks (JSON)",
                          description="Mocks with A_V 0.5 and sigma_v 200 km/s fitted at the true values, at wrong "
@@ -444,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--keep", type=int, default=None, help=KEEP_HELP)
     batch.add_argument("--steps", type=int, default=None)
     batch.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
+    batch.add_argument("--calibration-degree", type=int, default=None, metavar="N",
+                       help="flux-calibration polynomial for real spectra (0: none; default 8 with --likelihood cla)")
     batch.add_argument("--retry-failed", action="store_true", help="try the galaxies that failed before again")
     batch.add_argument("--quiet", action="store_true")
     batch.set_defaults(func=_batch)

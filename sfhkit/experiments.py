@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fluxcal import DEFAULT_DEGREE as DEFAULT_CALIBRATION_DEGREE
+
 
 def mock_experiment(index: int = 2122, *, redshift: float = 0.05, av: float = 0.2, snr: float = 50.0,
                     n: int = 120, keep: int | None = None, steps: int | None = None, likelihood: str = "cla",
@@ -34,13 +36,17 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
                     line_spread: bool = True, velocity_dispersion_kms: float | None = None, n: int = 120,
                     keep: int | None = None, steps: int | None = None, likelihood: str = "cla", cla: str = "jacobian",
                     fit_nuisance: bool = False, model_error: float = 0.0, mask_worst_residuals: int = 0,
-                    seed: int = 0, device: str = "cpu", prior=None, grid=None, progress: bool = True):
+                    calibration_degree: int | None = None, seed: int = 0, device: str = "cpu",
+                    prior=None, grid=None, progress: bool = True):
     """A real spectrum -> posterior with the embedded prior: emission-line, sky and user masks
     (sfhkit.lines.apply_masks), the line-spread function of the spectrum's velocity dispersion
     (or `velocity_dispersion_kms`) and instrument unless `line_spread` is False, A_V as the
     observation holds it, or A_V and the velocity dispersion inferred from those starting values
     with `fit_nuisance` (sfhkit.nuisance).  `model_error` adds that fraction of the flux to the noise
     in quadrature (`Observation.with_model_error`), for spectra whose S/N exceeds the model's accuracy.
+    `calibration_degree`: the multiplicative flux-calibration polynomial solved per draw
+    (sfhkit.fluxcal; 0: none; default DEFAULT_CALIBRATION_DEGREE, chosen on the shared SDSS spectra,
+    with the default likelihood, none with the others).
     `mask_worst_residuals=3` then refits without the three areas of largest negative residual, as the
     paper does (sfhkit.lines.largest_negative_residual_ranges); the report says which.
 
@@ -72,6 +78,8 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
         return {"median_chi2_per_pixel": posterior.median_chi2_per_pixel(),
                 "residual_skewness": float(skew(median_residual))}
 
+    if calibration_degree is None:
+        calibration_degree = DEFAULT_CALIBRATION_DEGREE if (likelihood, cla) == ("cla", "jacobian") else 0
     if fit_nuisance and (not line_spread or likelihood != "cla" or cla != "jacobian"):
         raise ValueError("the nuisance mode needs the line-spread function and the default likelihood")
     grid = grid or SSPGrid.default(progress=progress)
@@ -79,13 +87,15 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
 
     def sample(obs, model):
         return sample_posterior(obs, prior, model, n=n, keep=keep, likelihood=likelihood, cla=cla,
-                                steps=steps or DEFAULT_STEPS, seed=seed, progress=progress)
+                                steps=steps or DEFAULT_STEPS, seed=seed, progress=progress,
+                                calibration_degree=calibration_degree)
 
     obs = prepared()
     model, extra = None, {}
     if fit_nuisance:
         posterior, extra["nuisance"] = sample_with_nuisance(obs, prior, grid, vdisp_start_kms=velocity_dispersion_kms,
-                                                            n=n, keep=keep, steps=steps, seed=seed, progress=progress)
+                                                            n=n, keep=keep, steps=steps, seed=seed, progress=progress,
+                                                            calibration_degree=calibration_degree)
     else:
         model = obs.forward_model(grid, line_spread=obs.line_spread(velocity_dispersion_kms) if line_spread else None,
                                   device=device)
@@ -125,13 +135,12 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
     return posterior, report
 
 
-def line_spread_comparison(paths, *, firefly_dir=None, n: int = 120, keep: int | None = None, steps: int | None = None,
-                           seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
-    """Fit each SDSS spec file in `paths` with and without the line-spread function (velocity
-    dispersion + instrument - library resolution), everything else equal (masks, A_V from the
-    spectrum's FIREFLY fit in `firefly_dir` when there is one, else 0, seed).  Returns a JSON-able
-    table: per spectrum and setting, the median chi^2 per pixel and the skewness of the
-    posterior-median residuals."""
+def _compare_fits(paths, settings, *, firefly_dir=None, n: int = 120, keep: int | None = None,
+                  steps: int | None = None, seed: int = 0, device: str = "cpu", progress: bool = True) -> list[dict]:
+    """Fit each SDSS spec file in `paths` once per setting ((label, real_experiment kwargs) pairs),
+    everything else equal (masks, A_V from the spectrum's FIREFLY fit in `firefly_dir` when there
+    is one, else 0, seed).  One row per spectrum and setting: chi^2 per pixel, residual skewness,
+    mass, mass-weighted age and log Z, and FIREFLY's where there is a fit."""
     from .surveys.firefly import find_spfly, read_spfly
     from .surveys.sdss import read_spec
     from .prior import Prior
@@ -142,18 +151,50 @@ def line_spread_comparison(paths, *, firefly_dir=None, n: int = 120, keep: int |
     for path in paths:
         obs = read_spec(path)
         spfly = find_spfly(obs.metadata["spec_id"], firefly_dir) if firefly_dir else None
-        obs.av = read_spfly(spfly).av if spfly else 0.0
-        for line_spread in (False, True):
-            _, report = real_experiment(obs, line_spread=line_spread, n=n, keep=keep, steps=steps, seed=seed,
-                                        device=device, prior=prior, grid=grid, progress=progress)
-            rows.append({"spectrum": obs.metadata["spec_id"], "line_spread": line_spread, "av": round(obs.av, 3),
-                         "vdisp_kms": obs.velocity_dispersion_kms,
-                         "median_chi2_per_pixel": round(report["median_chi2_per_pixel"], 3),
-                         "residual_skewness": round(report["residual_skewness"], 3),
-                         "log10_formed_mass": round(report["derived"]["log10_formed_mass"]["mean"], 3),
-                         "mass_weighted_age_gyr": round(report["derived"]["mass_weighted_age_gyr"]["mean"], 2),
-                         "seconds": report["seconds"]})
+        firefly = read_spfly(spfly) if spfly else None
+        obs.av = firefly.av if firefly else 0.0
+        for label, kwargs in settings:
+            _, report = real_experiment(obs, n=n, keep=keep, steps=steps, seed=seed, device=device, prior=prior,
+                                        grid=grid, progress=progress, **kwargs)
+            derived = report["derived"]
+            row = {"spectrum": obs.metadata["spec_id"], **label, "av": round(obs.av, 3),
+                   "vdisp_kms": obs.velocity_dispersion_kms,
+                   "median_chi2_per_pixel": round(report["median_chi2_per_pixel"], 3),
+                   "residual_skewness": round(report["residual_skewness"], 3),
+                   "log10_formed_mass": round(derived["log10_formed_mass"]["mean"], 3),
+                   "log10_surviving_mass": round(derived["log10_surviving_mass"]["mean"], 3),
+                   "mass_weighted_age_gyr": round(derived["mass_weighted_age_gyr"]["mean"], 2),
+                   "mass_weighted_logz": round(derived["mass_weighted_logz"]["mean"], 3),
+                   "warnings": [w["code"] for w in report["warnings"]], "seconds": report["seconds"]}
+            if firefly is not None:
+                row["firefly"] = {key: round(float(firefly.summary[key]), 3) for key in
+                                  ("log10_stellar_mass", "mass_weighted_age_gyr", "mass_weighted_zh")}
+            rows.append(row)
+    return rows
+
+
+def line_spread_comparison(paths, *, firefly_dir=None, n: int = 120, keep: int | None = None, steps: int | None = None,
+                           seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+    """Each SDSS spec file fitted with and without the line-spread function (velocity dispersion +
+    instrument - library resolution), everything else equal (`_compare_fits`; no calibration polynomial)."""
+    settings = [({"line_spread": line_spread}, {"line_spread": line_spread, "calibration_degree": 0})
+                for line_spread in (False, True)]
+    rows = _compare_fits(paths, settings, firefly_dir=firefly_dir, n=n, keep=keep, steps=steps, seed=seed,
+                         device=device, progress=progress)
     return {"experiment": "line-spread function on/off", "n": n, "keep": keep, "steps": steps, "seed": seed,
+            "rows": rows}
+
+
+def calibration_polynomial_comparison(paths, *, degrees=(0, 4, 8, 12), firefly_dir=None, n: int = 120,
+                                      keep: int | None = None, steps: int | None = None, seed: int = 0,
+                                      device: str = "cpu", progress: bool = True) -> dict:
+    """Each SDSS spec file fitted with flux-calibration polynomials of each degree in `degrees`
+    (0: none), everything else equal (`_compare_fits`): how the fit, the residuals' skewness and
+    mass, age and log Z against FIREFLY's change."""
+    settings = [({"calibration_degree": int(d)}, {"calibration_degree": int(d)}) for d in degrees]
+    rows = _compare_fits(paths, settings, firefly_dir=firefly_dir, n=n, keep=keep, steps=steps, seed=seed,
+                         device=device, progress=progress)
+    return {"experiment": "flux-calibration polynomial degree", "n": n, "keep": keep, "steps": steps, "seed": seed,
             "rows": rows}
 
 

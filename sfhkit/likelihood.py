@@ -74,6 +74,15 @@ paper's CLA and DPS have neither and still run away at coarse steps.  Masked pix
 runs, letting the sampler use negative light fitted a dwarf galaxy with 40 % of its bins below
 zero, whose clipped spectra were then far off (chi^2 per pixel 700 instead of 1.4).
 
+With `calibration_degree` > 0 (real spectra; sfhkit.fluxcal) the model is P S with a multiplicative
+Legendre polynomial P = 1 + sum_k p_k L_k per draw, profiled out of every Gauss-Newton step
+(variable projection): the step uses the Schur complement of the joint normal matrix of history
+and polynomial and the gradient at the best polynomial, and the line search the profiled chi^2,
+all in coefficient space (`_profiled_system`); the final chi^2 and spectra solve P once more with
+the full model.  Checked against a pixel-space computation in tests/test_fluxcal.py.  Alternating
+instead (P solved, then an ordinary step with P fixed) ended far from the data (chi^2 per pixel
+1770 on a mock: at high noise P took shapes that let the history run off).
+
 Several observations that share wavelengths, redshift and A_V (one forward model) can be fitted in
 one batch: samples are laid out observation-major, the same number of rows per observation, each
 row with its own observation's flux, noise and mask.
@@ -158,7 +167,7 @@ class SpectrumLikelihood:
     """
 
     def __init__(self, observations, forward_model, transform, kind: str = "cla", cla: str = "jacobian",
-                 clip="auto", cla_draws: int = CLA_DRAWS, cla_seed: int = 0):
+                 clip="auto", cla_draws: int = CLA_DRAWS, cla_seed: int = 0, calibration_degree: int = 0):
         if kind not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {kind!r}")
         if cla not in CLA_VARIANTS:
@@ -180,6 +189,8 @@ class SpectrumLikelihood:
         if n_bins != forward_model.n_bins:
             raise ValueError(f"the prior has {n_bins} time bins, the forward model {forward_model.n_bins}: "
                              "they must use the same time bins")
+        if calibration_degree and (kind != "cla" or cla != "jacobian"):
+            raise ValueError("the flux-calibration polynomial needs the default likelihood (cla='jacobian')")
         if clip == "auto":
             clip = DEFAULT_CLIP
         if clip is not None and not clip > 0:
@@ -208,6 +219,21 @@ class SpectrumLikelihood:
         self.normal_matrix = torch.einsum("kp,gp,lp->gkl", basis64, weight, basis64)      # (G, K, K)
         self.projected_flux = torch.einsum("kp,gp->gk", basis64, weight * flux)
         self.aat_diag = None
+        self.calibration_degree = int(calibration_degree)
+        if self.calibration_degree:
+            # The flux-calibration polynomial P = sum_a pi_a L_a, pi_0 = 1 (sfhkit.fluxcal), in coefficient
+            # space: with L_a L_b = sum_n s_abn L_n (n <= 2d), every chi^2 term of the model P S is a sum
+            # over T_n = B diag(W L_n) B^T and b_a = B W (L_a y) (`_calibration_fit`).
+            from .fluxcal import legendre_basis, legendre_products
+
+            degree = self.calibration_degree
+            self.calibration_basis = legendre_basis(forward_model.wavelength, degree, device=device)    # (d + 1, P)
+            square = legendre_basis(forward_model.wavelength, 2 * degree, device=device)              # (2d + 1, P)
+            self._legendre_products = legendre_products(degree).to(device)                          # s, (d+1, d+1, 2d+1)
+            self._weight64, self._flux64 = weight, flux
+            self._normal_terms = torch.einsum("kp,gp,mp,lp->gmkl", basis64, weight, square, basis64)  # T, (G, 2d+1, K, K)
+            self._projected_terms = torch.einsum("kp,gp,mp->gmk", basis64, weight * flux,
+                                                 self.calibration_basis)                           # b, (G, d + 1, K)
         # Jacobian CLA: draws scored, and Gauss-Newton steps taken for them (`_proximal_shift`).
         self.draws_scored = self.gauss_newton_steps = 0
         if kind == "cla" and cla == "jacobian":
@@ -271,6 +297,52 @@ class SpectrumLikelihood:
         shift = self._proximal_shift(x0, shrink)
         return (shift / s2_64).to(x_t.dtype).view_as(x_t)                                         # C / sigma^2 * ...
 
+    def _calibration_fit(self, coefficients: torch.Tensor, galaxy: torch.Tensor) -> dict:
+        """For model coefficients c (R, K) of draws of observations `galaxy` (R,): the polynomial
+        that minimises chi^2 of the model P S given c (its terms pi (R, d + 1), pi_0 = 1), the
+        Legendre coefficients q of P^2, t_n = T_n c, v_n = c T_n c, and the p-block G of the normal
+        equations (R, d, d).  All in coefficient space: (2d + 1) K^2 per draw."""
+        from .fluxcal import solve_normal_equations
+
+        s = self._legendre_products
+        t = torch.empty(coefficients.shape[0], s.shape[2], coefficients.shape[1], dtype=torch.float64,
+                        device=coefficients.device)
+        for g in galaxy.unique().tolist():
+            own = galaxy == g
+            t[own] = torch.einsum("mkl,rl->rmk", self._normal_terms[g], coefficients[own])
+        v = (t * coefficients.unsqueeze(1)).sum(-1)                                               # (R, 2d + 1)
+        degree = self.calibration_degree
+        block = torch.einsum("kln,rn->rkl", s[1:, 1:], v)                                           # G = A^T W A
+        rhs = (self._projected_terms[galaxy, 1:] * coefficients.unsqueeze(1)).sum(-1) - v[:, 1:degree + 1]
+        p = solve_normal_equations(block, rhs)
+        terms = torch.cat([torch.ones_like(p[:, :1]), p], dim=1)
+        return {"terms": terms, "square": torch.einsum("ra,rb,abn->rn", terms, terms, s), "t": t, "v": v,
+                "block": block}
+
+    def _profiled_half_chi2(self, coefficients: torch.Tensor, galaxy: torch.Tensor) -> torch.Tensor:
+        """chi^2 / 2 (up to a constant) of the model P S at the polynomial that minimises it, per draw."""
+        fit = self._calibration_fit(coefficients, galaxy)
+        data = torch.einsum("ra,rak,rk->r", fit["terms"], self._projected_terms[galaxy], coefficients)
+        return 0.5 * (fit["square"] * fit["v"]).sum(-1) - data
+
+    def _profiled_system(self, coefficients: torch.Tensor, galaxy: torch.Tensor):
+        """The Gauss-Newton normal matrix and gradient of chi^2 with the polynomial profiled out
+        (variable projection): M = M_P - X^T G^-1 X, with M_P = B W P^2 B^T = sum_n q_n T_n and X the
+        cross terms (S L_k)^T W (P B) of history and polynomial, and u = b_P - M_P c, b_P = B W (P y)
+        (at the best polynomial the gradient in it is zero).  Returns M (R, K, K) and u (R, K)."""
+        fit = self._calibration_fit(coefficients, galaxy)
+        s = self._legendre_products
+        normal = torch.empty(coefficients.shape[0], coefficients.shape[1], coefficients.shape[1],
+                             dtype=torch.float64, device=coefficients.device)
+        for g in galaxy.unique().tolist():
+            own = galaxy == g
+            normal[own] = torch.einsum("rn,nkl->rkl", fit["square"][own], self._normal_terms[g])   # M_P
+        gradient = (torch.einsum("ra,rak->rk", fit["terms"], self._projected_terms[galaxy])
+                    - torch.bmm(normal, coefficients.unsqueeze(-1)).squeeze(-1))
+        cross = torch.einsum("ra,akn,rnj->rkj", fit["terms"], s[:, 1:], fit["t"])                    # X, (R, d, K)
+        normal = normal - torch.bmm(cross.transpose(1, 2), torch.linalg.solve(fit["block"], cross))
+        return 0.5 * (normal + normal.transpose(1, 2)), gradient
+
     def _proximal_shift(self, x0: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
         """x - x0 (B, D, float64) for x the Gauss-Newton approximation of the minimiser of the
         proximal objective (`_line_search`): one step from x0 for every draw, and more, each from
@@ -292,9 +364,15 @@ class SpectrumLikelihood:
             d_physical = self.transform.physical_derivative(x)
             coefficients, d_sfr, d_logz = self.forward_model.coefficient_jacobian(physical, self.table)
             coefficients = coefficients.double()
+            galaxy = rows // (n // self.flux.shape[0])
+            data_term = None
+            if self.calibration_degree:         # the polynomial profiled out, per draw where it stands
+                normal, residual = self._profiled_system(coefficients, galaxy)
+                data_term = self._profiled_half_chi2
+            else:
+                residual = projected_all[rows] - torch.bmm(normal, coefficients.unsqueeze(-1)).squeeze(-1)   # u = b - M c
             jacobian = torch.cat([d_sfr * d_physical[:, 0, active, None],
                                   d_logz * d_physical[:, 1, active, None]], dim=1).double()   # J, (B, 2 bins, K)
-            residual = projected_all[rows] - torch.bmm(normal, coefficients.unsqueeze(-1)).squeeze(-1)   # u = b - M c
             # The linearised problem at x has its minimiser at x0 + C K^T w with
             # w = (I + M K C K^T)^-1 (u + M K (x - x0)) (Woodbury); with J = `jacobian` (the
             # docstring's K^T) and P = V_active^T J, K C K^T = P^T diag(d) P: a K x K solve per draw,
@@ -313,7 +391,7 @@ class SpectrumLikelihood:
             gradient = torch.bmm(jacobian, residual.unsqueeze(-1)).squeeze(-1)                         # K^T u
             descent = (gradient * step[:, self._flat_active]).sum(-1) - (e_eigen * step_eigen / d).sum(-1)
             alpha, f0, f = self._line_search(x, step, e_eigen, step_eigen, d, coefficients, descent, normal,
-                                             projected_all[rows])
+                                             projected_all[rows], data_term, galaxy)
             offset[rows] = e + alpha.view(-1, 1) * step
             # The quadratic model of f along the step, f0 - descent (alpha - alpha^2 / 2) (descent =
             # step^T H step for the Gauss-Newton Hessian H), against f where the step ended: where they
@@ -325,7 +403,8 @@ class SpectrumLikelihood:
                 break
         return offset
 
-    def _line_search(self, x, step, e_eigen, step_eigen, shrink, coefficients, descent, normal, projected):
+    def _line_search(self, x, step, e_eigen, step_eigen, shrink, coefficients, descent, normal, projected,
+                     data_term=None, galaxy=None):
         """Step lengths alpha in {1, 1/2, ..., 2^-(LINE_SEARCH_HALVINGS-1)}, or 0, times a trust
         factor, per draw: the largest that satisfies Armijo's condition on the proximal objective
         the Gauss-Newton step linearises,
@@ -338,6 +417,8 @@ class SpectrumLikelihood:
         offset x - x0 and the step in the eigenbasis of Sigma, `shrink` C's eigenvalues there (B, D),
         `descent` (B,) the objective's decrease along the step at x (positive: a descent direction),
         and `normal` and `projected` the per-draw normal matrix M (B, K, K) and b = B W y (B, K).
+        With a flux-calibration polynomial `data_term(c, galaxy)` gives chi^2 / 2 instead, the
+        polynomial profiled out (`_profiled_half_chi2`; `galaxy`: each draw's observation).
 
         The trust factor keeps a step no longer than TRUST_RADIUS sqrt(D) in C's metric: under
         N(x0, C) such a move has a chance below 1e-100, and only a linearisation far off asks for one
@@ -351,6 +432,8 @@ class SpectrumLikelihood:
         Returns alpha, f at x and f where the step ends (B,) each."""
         def objective(c, at, a):                  # f per draw, float64
             prior_term = 0.5 * ((e_eigen[at] + a.view(-1, 1) * step_eigen[at]) ** 2 / shrink[at]).sum(-1)
+            if data_term is not None:
+                return data_term(c, galaxy[at]) + prior_term
             return 0.5 * torch.einsum("bk,bkl,bl->b", c, normal[at], c) - (c * projected[at]).sum(-1) + prior_term
 
         n = x.shape[0]
@@ -375,17 +458,26 @@ class SpectrumLikelihood:
                 break
         return alpha, f0, f_accepted
 
-    def chi2(self, histories_physical: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def chi2(self, histories_physical: torch.Tensor):
         """Model spectra of physical histories, chi^2 and mean |residual|/sigma over unmasked pixels
-        (in pixel space, with the full model)."""
+        (in pixel space, with the full model), and the calibration polynomial's coefficients per
+        draw (None without one; the spectra then include it)."""
         n = histories_physical.shape[0]
+        calibration = None
         with torch.no_grad():
             spectra = self.forward_model(histories_physical, av=self.av, validate=False)
+            if self.calibration_degree:
+                from .fluxcal import polynomial, solve_coefficients
+
+                galaxy = torch.arange(n, device=spectra.device) // (n // self.flux.shape[0])
+                calibration = solve_coefficients(spectra.double(), self._flux64[galaxy], self._weight64[galaxy],
+                                                 self.calibration_basis)
+                spectra = (spectra.double() * polynomial(calibration, self.calibration_basis)).to(spectra.dtype)
             normalised = (self._rows(self.flux, n) - spectra) / self._rows(self.noise_variance, n).sqrt()
             used = self._rows(self.used, n)
             chi2 = (normalised ** 2 * used).sum(1)
             mean_abs = (normalised.abs() * used).sum(1) / used.sum(1)
-        return spectra, chi2, mean_abs
+        return spectra, chi2, mean_abs, calibration
 
 
 def grouped_scores(parts, t: torch.Tensor, x_t: torch.Tensor, prior) -> tuple[torch.Tensor, torch.Tensor]:

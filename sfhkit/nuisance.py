@@ -104,7 +104,7 @@ def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = N
                          rounds: int = 2, av_coarse_step: float = 0.25, av_max: float = 2.0,
                          vdisp_grid_kms=DEFAULT_VDISP_GRID_KMS, n: int = 120, keep: int | None = None,
                          steps: int | None = None, round_draws: int = 30, round_steps: int = 100, seed: int = 0,
-                         progress: bool = True):
+                         progress: bool = True, calibration_degree: int = 0):
     """The scheme of the module docstring.  sigma_v starts at `vdisp_start_kms` (default: the
     observation's, else 150 km/s); `av_start` is only recorded as the path's start (the first
     round's A_V grid spans 0-`av_max` regardless).  Returns (posterior, nuisance): nuisance holds the
@@ -145,7 +145,7 @@ def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = N
         for a in av_grid:
             current = replace(observation, av=float(a), metadata=dict(observation.metadata))
             post = sample_posterior(current, prior, model, n=round_draws, keep=round_draws, steps=round_steps,
-                                    seed=seed + 1000 * (k + 1), progress=False)
+                                    seed=seed + 1000 * (k + 1), progress=False, calibration_degree=calibration_degree)
             chi2.append(float(np.median(post.chi2)))
             # Standard error of a median, sqrt(pi/2) sigma / sqrt(N), with sigma from the MAD: a few
             # diverged draws have chi^2 many orders of magnitude above the rest.
@@ -168,7 +168,7 @@ def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = N
                   flush=True)
     final = replace(observation, av=av, velocity_dispersion_kms=vdisp, metadata=dict(observation.metadata))
     posterior = sample_posterior(final, prior, model_at(vdisp), n=n, keep=keep, steps=steps or DEFAULT_STEPS, seed=seed,
-                                 progress=progress)
+                                 progress=progress, calibration_degree=calibration_degree)
     summary = {"av": {"estimate": av, "error": av_error},
                "vdisp_kms": {"median": vdisp, "p16": float(np.percentile(vdisp_draws, 16)),
                              "p84": float(np.percentile(vdisp_draws, 84))},

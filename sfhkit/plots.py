@@ -161,6 +161,14 @@ def plot_posterior(posterior, path=None, n_show: int = 100, firefly=None, zoom_l
     ax.set_ylabel("flux [1e-17 erg/s/cm2/A]")
     ax.set_title(str(obs.metadata.get("source", "")), fontsize=9)
     ax.legend(fontsize=8, ncol=4)
+    factor = posterior.calibration_polynomial()
+    if factor is not None:       # the flux-calibration polynomial the model spectra include (sfhkit.fluxcal)
+        twin = ax.twinx()
+        twin.fill_between(obs.wavelength, *np.percentile(factor, [2.5, 97.5], axis=0), color="C4", alpha=0.2, lw=0)
+        twin.plot(obs.wavelength, np.median(factor, axis=0), color="C4", lw=1,
+                  label=f"calibration polynomial (degree {posterior.calibration.shape[1]})")
+        twin.set_ylabel("calibration polynomial P", color="C4", fontsize=9)
+        twin.legend(fontsize=8, loc="lower right")
     for k, (name, window) in enumerate(zooms):
         ax = fig.add_subplot(grid[2, k])
         _spectrum_panel(ax, posterior, window)

@@ -15,7 +15,8 @@ epoch t(z):
 On disk (`save`/`load`) a posterior is one NetCDF-4 file with ArviZ-style groups and dimension
 names (chain, draw); units are in each variable's attrs:
 
-    /posterior               sfr (chain, draw, time_bin), log_z, the derived quantities
+    /posterior               sfr (chain, draw, time_bin), log_z, the derived quantities, and the
+                             flux-calibration polynomial's coefficients where one was fitted
     /posterior_predictive    flux (chain, draw, wavelength)
     /observed_data           flux, sigma, mask (wavelength); a mock's noiseless flux, a survey's
                              pipeline model and sky, the instrument's sigma where known
@@ -89,16 +90,19 @@ class Posterior:
     age_at_z_gyr: float
     time_bins: TimeBins = field(default_factory=TimeBins)
     config: dict = field(default_factory=dict)
+    calibration: np.ndarray | None = None  # (n, degree) flux-calibration polynomial coefficients (sfhkit.fluxcal)
 
     @classmethod
     def from_draws(cls, observation, histories, spectra, chi2, mean_abs_residual, surviving_mass_msun, *,
-                   keep: int, age_at_z_gyr: float, time_bins: TimeBins, config: dict) -> "Posterior":
+                   keep: int, age_at_z_gyr: float, time_bins: TimeBins, config: dict,
+                   calibration=None) -> "Posterior":
         mean_abs = _numpy(mean_abs_residual).astype(float)
         kept = np.zeros(mean_abs.size, dtype=bool)
         kept[np.argsort(mean_abs, kind="stable")[:keep]] = True
         return cls(observation, _numpy(histories).astype(float), _numpy(spectra).astype(float),
                    _numpy(chi2).astype(float), mean_abs, _numpy(surviving_mass_msun).astype(float), kept,
-                   float(age_at_z_gyr), time_bins, dict(config))
+                   float(age_at_z_gyr), time_bins, dict(config),
+                   None if calibration is None else _numpy(calibration).astype(float))
 
     # -- views ----------------------------------------------------------------------------------
     @property
@@ -132,6 +136,19 @@ class Posterior:
         return {name: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "unit": DERIVED_UNITS[name]}
                 for name, v in self.derived(kept_only).items()}
 
+    def calibration_polynomial(self, kept_only: bool = True) -> np.ndarray | None:
+        """The flux-calibration polynomial P(lambda) of each draw (n, pixels; the model spectra
+        include it), or None for a fit without one."""
+        if self.calibration is None:
+            return None
+        import torch
+
+        from .fluxcal import legendre_basis, polynomial
+
+        basis = legendre_basis(self.observation.wavelength, self.calibration.shape[1])
+        coefficients = self.calibration[self.kept] if kept_only else self.calibration
+        return polynomial(torch.as_tensor(coefficients), basis).numpy()
+
     def warnings(self) -> list[dict]:
         """Named warnings about this fit's health (sfhkit.health): high chi^2, masked pixels, a
         non-galaxy or active nucleus, metallicity at the library's edge, draws at the SFR cap."""
@@ -160,6 +177,11 @@ class Posterior:
              "log_z": (cd + ("time_bin",), self.histories[None, :, 1], {"units": "log10 Z/Zsun"}),
              **{name: (cd, v[None], {"units": DERIVED_UNITS[name]}) for name, v in derived_all.items()}},
             coords={**draw, **bins_coord})
+        if self.calibration is not None:
+            posterior["calibration_coefficients"] = (cd + ("calibration_term",), self.calibration[None], {
+                "long_name": "flux-calibration polynomial P = 1 + sum_k c_k L_k(u), Legendre L_k, u = 2 (lambda - "
+                             "lambda_min) / (lambda_max - lambda_min) - 1 over observed_data's wavelengths; "
+                             "term k = 1..degree (sfhkit.fluxcal)"})
         predictive = xr.Dataset({"flux": (cd + ("wavelength",), self.spectra[None], {"units": FLUX_UNIT})},
                                 coords={**draw, **wave_coord})
         observed = xr.Dataset({"flux": ("wavelength", obs.flux, {"units": FLUX_UNIT}),
@@ -238,4 +260,5 @@ class Posterior:
         return cls(obs, histories, tree["posterior_predictive"]["flux"].values[0], stats["chi2"].values[0],
                    stats["mean_abs_residual"].values[0], 10 ** post["log10_surviving_mass"].values[0],
                    stats["kept"].values[0].astype(bool), float(attrs["age_at_z_gyr"]), time_bins,
-                   json.loads(attrs["config"]))
+                   json.loads(attrs["config"]),
+                   post["calibration_coefficients"].values[0] if "calibration_coefficients" in post else None)

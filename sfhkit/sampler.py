@@ -198,7 +198,7 @@ def _likelihood_groups(observations, forward_models):
 def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 120, keep: int | None = None,
                      likelihood: str = "cla", cla: str = "jacobian", steps: int = DEFAULT_STEPS, device=None,
                      seed=None, clip="auto", progress: bool = True, callback=None, cancel=None,
-                     integrator: str = DEFAULT_INTEGRATOR):
+                     integrator: str = DEFAULT_INTEGRATOR, calibration_degree: int = 0):
     """Posterior histories for one observation, or for a list of them sampled in one batch (one
     network call per step for all; then a list of Posteriors).
 
@@ -219,6 +219,8 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
         its own random numbers (its draws then do not depend on what else is in the batch, up to
         floating-point rounding)
     callback(step, steps) : progress; cancel : threading.Event
+    calibration_degree : the degree of a multiplicative flux-calibration polynomial solved per draw
+        (sfhkit.fluxcal; 0, the default, none: mocks have no calibration error)
     """
     from tqdm.auto import tqdm
 
@@ -248,11 +250,12 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
     if seeds is not None and len(seeds) != len(observations):
         raise ValueError(f"{len(seeds)} seeds for {len(observations)} observations")
     groups = _likelihood_groups(observations, models)
-    likes = [SpectrumLikelihood(observations[a:b], models[a], prior.transform, kind=likelihood, cla=cla, clip=clip)
+    likes = [SpectrumLikelihood(observations[a:b], models[a], prior.transform, kind=likelihood, cla=cla, clip=clip,
+                                calibration_degree=calibration_degree)
              for a, b in groups]
     like = likes[0] if len(likes) == 1 else LikelihoodGroups(likes, [n * (b - a) for a, b in groups])
     config = {"n": n, "keep": keep, "likelihood": likelihood, "cla": cla, "steps": steps, "integrator": integrator,
-              "clip": clip,
+              "clip": clip, "calibration_degree": int(calibration_degree),
               "device": str(prior.device), "prior": repr(prior)}
     generator = ([(make_generator(s, prior.device), n) for s in seeds] if seeds is not None
                  else make_generator(seed, prior.device))
@@ -276,7 +279,7 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
     for (a, b), group_like in zip(groups, likes):
         model = models[a]
         rows = slice(a * n, b * n)
-        spectra, chi2, mean_abs = group_like.chi2(histories[rows])
+        spectra, chi2, mean_abs, calibration = group_like.chi2(histories[rows])
         surviving = model.surviving_mass_msun(histories[rows])
         for g in range(b - a):
             own = slice(g * n, (g + 1) * n)
@@ -285,5 +288,6 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
                              "ssp_library": model.ssp_library, "ssp_logz_range": list(model.ssp_logz_range)}
             posteriors.append(Posterior.from_draws(
                 observations[a + g], histories[rows][own], spectra[own], chi2[own], mean_abs[own], surviving[own],
-                keep=keep, age_at_z_gyr=model.age_at_z_gyr, time_bins=model.time_bins, config=galaxy_config))
+                keep=keep, age_at_z_gyr=model.age_at_z_gyr, time_bins=model.time_bins, config=galaxy_config,
+                calibration=None if calibration is None else calibration[own]))
     return posteriors if isinstance(observation, (list, tuple)) else posteriors[0]
