@@ -469,9 +469,8 @@ class SpectrumLikelihood:
             if self.calibration_degree:
                 from .fluxcal import polynomial, solve_coefficients
 
-                galaxy = torch.arange(n, device=spectra.device) // (n // self.flux.shape[0])
-                calibration = solve_coefficients(spectra.double(), self._flux64[galaxy], self._weight64[galaxy],
-                                                 self.calibration_basis)
+                calibration = solve_coefficients(spectra.double(), self._rows(self._flux64, n),
+                                                 self._rows(self._weight64, n), self.calibration_basis)
                 spectra = (spectra.double() * polynomial(calibration, self.calibration_basis)).to(spectra.dtype)
             normalised = (self._rows(self.flux, n) - spectra) / self._rows(self.noise_variance, n).sqrt()
             used = self._rows(self.used, n)
