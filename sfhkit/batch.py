@@ -214,7 +214,8 @@ def load_galaxy(row: dict, grid, model_cache: dict | None = None):
 def galaxy_summary(row: dict, posterior, seconds: float) -> dict:
     obs = posterior.observation
     return {"id": row["id"], "row": row["row"], "status": "ok", "seed": galaxy_seed(row["id"]),
-            "redshift": obs.redshift, "av": obs.av, "n_used_pixels": obs.n_used,
+            "redshift": obs.redshift, "av": obs.av if posterior.av is None else float(posterior.av[posterior.kept].mean()),
+            "av_source": obs.metadata.get("av_source", "given"), "n_used_pixels": obs.n_used,
             "median_chi2_per_pixel": posterior.median_chi2_per_pixel(), "n_kept": int(posterior.kept.sum()),
             "seconds": seconds, "posterior": f"posteriors/{row['id']}.nc", "derived": posterior.summary(),
             "warnings": posterior.warnings()}
@@ -255,6 +256,7 @@ def _finished(out: Path, identifier: str, retry_failed: bool = False) -> bool:
 def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
     """Sample every galaxy of `rows` in one batch; write the files of those not finished yet.
     Returns their summaries (status "ok" or "failed")."""
+    from .attenuation import infer_av, should_infer_av
     from .sampler import sample_posterior
 
     out = Path(out)
@@ -274,6 +276,12 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
 
         def degree_of(obs):        # real spectra get the flux-calibration polynomial, mocks none
             return 0 if obs.metadata.get("kind") == "mock" else settings.get("calibration_degree", 0)
+
+        def finished(posterior, row):   # A_V inferred where the spectrum has no catalogue value
+            obs = posterior.observation
+            if settings.get("infer_av", True) and should_infer_av(obs, degree_of(obs)):
+                return infer_av(posterior, seed=galaxy_seed(row["id"]))
+            return posterior
 
         started = time.perf_counter()
         posteriors = [None] * len(loaded)
@@ -295,6 +303,7 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
             if isinstance(posterior, Exception):
                 results.append(_record_failure(out, row, posterior, retry))
                 continue
+            posterior = finished(posterior, row)
             summary = galaxy_summary(row, posterior, round(seconds, 3))
             if not _finished(out, row["id"], retry):            # finished files are never rewritten
                 posterior.save(out / "posteriors" / f"{row['id']}.nc")
@@ -354,11 +363,12 @@ def write_summary_table(rows: list[dict], out):
 def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1,
               chunk_size: int = 8, device: str = "cpu", n: int = 120, keep: int | None = None, steps: int | None = None,
               likelihood: str = "cla", retry_failed: bool = False, progress: bool = True, client=None,
-              calibration_degree: int | None = None) -> dict:
+              calibration_degree: int | None = None, infer_av: bool = True) -> dict:
     """Run (or resume) a batch; returns counts and the summary table's path.  `client`: an existing
     dask.distributed Client (else one on `scheduler`, else a LocalCluster of `workers` processes).
     Real spectra get a flux-calibration polynomial of `calibration_degree` (sfhkit.fluxcal; default
-    DEFAULT_CALIBRATION_DEGREE with the CLA likelihood, none with DPS), mocks none."""
+    DEFAULT_CALIBRATION_DEGREE with the CLA likelihood, none with DPS), mocks none; with
+    `infer_av`, those without a catalogue A_V have it inferred (sfhkit.attenuation)."""
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
 
@@ -372,7 +382,7 @@ def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2,
     out = Path(out)
     rows = read_catalogue(catalogue)
     settings = {"n": n, "keep": keep, "steps": steps or DEFAULT_STEPS, "likelihood": likelihood,
-                "calibration_degree": int(calibration_degree),
+                "calibration_degree": int(calibration_degree), "infer_av": bool(infer_av),
                 "chunk_size": chunk_size, "device": device, "threads": threads_per_worker, "retry_failed": retry_failed}
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings)

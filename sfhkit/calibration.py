@@ -130,10 +130,18 @@ def tarp_null(n_galaxies: int, n_draws: int, observed: float | None = None, n_al
 def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, steps: int | None = None,
               batch: int = 1, redshift: float = 0.05, av: float = 0.2, snr: float = 50.0, seed: int = 0,
               likelihood: str = "cla", cla: str = "jacobian", truths: str = "test", prior=None, model=None,
-              progress: bool = True) -> dict:
+              calibration_degree: int | None = None, infer_av: bool = False,
+              calibration_sd: float | None = None, progress: bool = True) -> dict:
     """Run `n_galaxies` mocks (of test-set histories, or of prior draws when `truths` is "prior")
     through the sampler, `batch` galaxies at a time; return the coverage report (see module
-    docstring) with the per-galaxy values needed to redo it."""
+    docstring) with the per-galaxy values needed to redo it.
+
+    `calibration_degree` fits the flux-calibration polynomial (sfhkit.fluxcal) to mocks that have
+    no calibration error.  `infer_av` runs the real-spectrum fit instead: each mock gets an A_V from
+    the prior (uniform 0-AV_PRIOR_MAX_MAG) and a calibration error P_cal of degree 3 with
+    coefficients drawn from N(0, calibration_sd^2) (`av` is then unused), the fit runs at A_V = 0 with
+    the polynomial (degree 8 unless given) and A_V is inferred (sfhkit.attenuation); the report adds
+    A_V's coverage and pulls (truth - mean) / std."""
     from tqdm.auto import tqdm
 
     from .data import load_histories
@@ -146,8 +154,18 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     from .sampler import DEFAULT_STEPS, kept_draws, sample_posterior
     from .ssp import SSPGrid
 
+    from .attenuation import AV_PRIOR_MAX_MAG, DEFAULT_CALIBRATION_SD, infer_av as infer_av_of
+    from .fluxcal import DEFAULT_DEGREE
+
     steps = steps or DEFAULT_STEPS
     keep = kept_draws(n, keep)
+    calibration_sd = DEFAULT_CALIBRATION_SD if calibration_sd is None else float(calibration_sd)
+    if calibration_degree is None:
+        calibration_degree = DEFAULT_DEGREE if infer_av else 0
+    if infer_av:
+        if not calibration_degree:
+            raise ValueError("infer_av needs the calibration polynomial (calibration_degree > 0)")
+        av = 0.0                     # the fit's A_V: the attenuation is inferred through the polynomial
     prior = prior or Prior.default()
     model = model or ForwardModel(SSPGrid.default(progress=progress), sdss_wavelength(), redshift=redshift, av=av,
                                   device=prior.device)
@@ -169,21 +187,33 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
             raise ValueError(f"asked for {n_galaxies} galaxies, {truths} holds {len(brought)}")
         indices = np.sort(np.random.default_rng(seed).choice(len(brought), size=n_galaxies, replace=False))
         true_histories = brought[indices]
+    def real_spectrum(i):
+        """A mock's A_V and calibration error where A_V is inferred (a generator per galaxy)."""
+        if not infer_av:
+            return {}
+        rng = np.random.default_rng([seed, int(indices[i]), 7])
+        return {"av": float(rng.uniform(0.0, AV_PRIOR_MAX_MAG)), "calibration": rng.normal(0.0, calibration_sd, 3)}
+
     started = time.perf_counter()
     posteriors = []
     for start in tqdm(range(0, n_galaxies, batch), desc="calibration batches", disable=not progress):
         chunk = range(start, min(start + batch, n_galaxies))
         mocks = [mock_observation(true_histories[i], model, snr=snr, seed=seed * 100003 + int(indices[i]),
-                                  metadata={"truth_index": int(indices[i])}) for i in chunk]
-        posteriors += sample_posterior(mocks, prior, model, n=n, keep=keep, likelihood=likelihood, cla=cla,
-                                       steps=steps, seed=seed + start, progress=False)
+                                  metadata={"truth_index": int(indices[i])}, **real_spectrum(i)) for i in chunk]
+        drawn = sample_posterior(mocks, prior, model, n=n, keep=keep, likelihood=likelihood, cla=cla,
+                                 steps=steps, seed=seed + start, progress=False, calibration_degree=calibration_degree)
+        if infer_av:
+            drawn = [infer_av_of(p, calibration_sd, seed=seed + int(indices[i])) for p, i in zip(drawn, chunk)]
+        posteriors += drawn
     seconds = time.perf_counter() - started
 
     true_q = true_quantities(true_histories, model)
     derived = [p.derived() for p in posteriors]
     derived_all = [p.derived(kept_only=False) for p in posteriors]
     report = {"n_galaxies": n_galaxies, "n_draws": n, "keep": keep, "steps": steps, "likelihood": likelihood,
-              "cla": cla, "truths": truths, "redshift": redshift, "av": av, "snr": snr, "seed": seed,
+              "cla": cla, "truths": truths, "redshift": redshift, "av": "inferred" if infer_av else av, "snr": snr,
+              "seed": seed, "calibration_degree": int(calibration_degree), "infer_av": bool(infer_av),
+              "calibration_sd": calibration_sd if infer_av else None,
               "prior": repr(prior), "seconds": round(seconds, 1), "seconds_per_galaxy": round(seconds / n_galaxies, 2),
               "median_chi2_per_pixel": float(np.median([p.median_chi2_per_pixel() for p in posteriors])),
               "coverage": {}, "bias": {},
@@ -234,6 +264,20 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     for key, x, draws_per_galaxy in (("tarp", x_draws, keep), ("tarp_all_draws", x_all, n)):
         report[key] = tarp_coverage(x_true, x, seed=seed)
         report[key].update(tarp_null(n_galaxies, draws_per_galaxy, report[key]["max_abs_deviation"], seed=seed))
+    if infer_av:      # A_V: coverage, and pulls (truth - mean) / std, which fall within 1 (2) 68 (95) % of the time
+        true_av = np.array([p.observation.metadata["true_av"] for p in posteriors])
+        av_draws = np.stack([p.av[p.kept] for p in posteriors])
+        report["coverage"]["av"] = {f"{level:.2f}": float(np.mean(interval_coverage(true_av, av_draws, level)))
+                                    for level in LEVELS}
+        pulls = (true_av - av_draws.mean(1)) / av_draws.std(1)
+        report["av_pulls"] = {"within_1_sigma": float(np.mean(np.abs(pulls) < 1)),
+                              "within_2_sigma": float(np.mean(np.abs(pulls) < 2)),
+                              "mean": float(pulls.mean()), "std": float(pulls.std()),
+                              "median_posterior_std_mag": float(np.median(av_draws.std(1)))}
+        report["bias"]["av"] = {"mean": float(np.mean(np.median(av_draws, 1) - true_av)),
+                                "median": float(np.median(np.median(av_draws, 1) - true_av))}
+        report["per_galaxy"]["av"] = {"truth": _rounded(true_av), "mean": _rounded(av_draws.mean(1)),
+                                      "std": _rounded(av_draws.std(1))}
     quantity_coverage = [(report["coverage"][name][f"{level:.2f}"], level) for name in QUANTITIES for level in LEVELS]
     quantity_coverage += [(report["coverage"]["sfr_per_bin"][f"{level:.2f}"]["observed_bins_mean"], level)
                           for level in LEVELS]
@@ -284,7 +328,8 @@ def main(args) -> int:
     report = calibrate(args.n, n=args.draws, keep=args.keep, steps=args.steps, batch=args.batch,
                        redshift=args.redshift, av=args.av, snr=args.snr, seed=args.seed,
                        likelihood=args.likelihood, cla=args.cla, truths=args.truths, prior=prior,
-                       progress=not args.quiet)
+                       calibration_degree=args.calibration_degree, infer_av=args.infer_av,
+                       calibration_sd=args.calibration_sd, progress=not args.quiet)
     if args.out:
         from ._io import write_json
 

@@ -69,7 +69,8 @@ def _infer(args) -> int:
         obs, mask_lines=not args.no_line_mask, mask_sky=not args.no_sky_mask, ranges=args.mask_range or (),
         line_spread=not args.no_lsf, velocity_dispersion_kms=args.vdisp, n=args.n, keep=args.keep, steps=args.steps,
         likelihood=args.likelihood, cla=args.cla, fit_nuisance=args.fit_nuisance, model_error=args.model_error,
-        mask_worst_residuals=args.mask_worst, calibration_degree=args.calibration_degree, seed=args.seed,
+        mask_worst_residuals=args.mask_worst, calibration_degree=args.calibration_degree,
+        infer_av=False if args.no_infer_av else None, seed=args.seed,
         device=args.device)
     report = {"posterior": str(posterior.save(out / "posterior.nc")), "figure": str(out / "posterior.png"), **report}
     if firefly is not None:
@@ -124,7 +125,7 @@ def _batch(args) -> int:
                        threads_per_worker=args.threads_per_worker, chunk_size=args.chunk_size, device=args.device,
                        n=args.n, keep=args.keep, steps=args.steps, likelihood=args.likelihood,
                        retry_failed=args.retry_failed, progress=not args.quiet,
-                       calibration_degree=args.calibration_degree)
+                       calibration_degree=args.calibration_degree, infer_av=not args.no_infer_av)
     _print_json(report)
     return 0 if not report["missing"] and not report["chunk_errors"] else 1
 
@@ -304,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--calibration-degree", type=int, default=None, metavar="N",
                        help="degree of the multiplicative flux-calibration polynomial solved per draw (0: none; "
                             "default 8 with the CLA likelihood, sfhkit.fluxcal)")
+    infer.add_argument("--no-infer-av", action="store_true",
+                       help="keep A_V at 0 where no --av or FIREFLY value is given (default: inferred through the "
+                            "calibration polynomial's shape, sfhkit.attenuation)")
     infer.add_argument("--zoom", nargs="*", default=list(DEFAULT_ZOOM_LINES), help="lines to zoom on (line list names)")
     infer.add_argument("--out", default=None, help="output folder (default outputs/<spectrum>)")
     _add_sampler_arguments(infer)
@@ -447,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "alone), 'parametric' (a family the prior never saw: out of distribution), or a FILE of "
                           "histories you bring (.nc in sfhkit's format or .npy (n, 2, 64), SFR Msun/yr, log10 Z/Zsun)")
     cal.add_argument("--prior", default=None, help="prior checkpoint (default: the embedded prior)")
+    cal.add_argument("--calibration-degree", type=int, default=None,
+                     help="fit the flux-calibration polynomial of this degree (default: none; 8 with --infer-av)")
+    cal.add_argument("--infer-av", action="store_true",
+                     help="the real-spectrum fit: mocks with A_V from its prior and a calibration error, A_V inferred "
+                          "through the polynomial (sfhkit.attenuation); reports A_V's coverage and pulls (--av unused)")
+    cal.add_argument("--calibration-sd", type=float, default=None,
+                     help="with --infer-av: the calibration prior's sd per Legendre coefficient (default 0.05)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--out", default=None, help="write the full JSON report here")
     cal.add_argument("--plot", default=None, help="save the coverage figure (PNG) here")
@@ -473,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--likelihood", default="cla", choices=["cla", "dps"])
     batch.add_argument("--calibration-degree", type=int, default=None, metavar="N",
                        help="flux-calibration polynomial for real spectra (0: none; default 8 with --likelihood cla)")
+    batch.add_argument("--no-infer-av", action="store_true",
+                       help="keep A_V at 0 for spectra without an av column or FIREFLY value (default: inferred)")
     batch.add_argument("--retry-failed", action="store_true", help="try the galaxies that failed before again")
     batch.add_argument("--quiet", action="store_true")
     batch.set_defaults(func=_batch)

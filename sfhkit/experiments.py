@@ -36,8 +36,8 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
                     line_spread: bool = True, velocity_dispersion_kms: float | None = None, n: int = 120,
                     keep: int | None = None, steps: int | None = None, likelihood: str = "cla", cla: str = "jacobian",
                     fit_nuisance: bool = False, model_error: float = 0.0, mask_worst_residuals: int = 0,
-                    calibration_degree: int | None = None, seed: int = 0, device: str = "cpu",
-                    prior=None, grid=None, progress: bool = True):
+                    calibration_degree: int | None = None, infer_av: bool | None = None, seed: int = 0,
+                    device: str = "cpu", prior=None, grid=None, progress: bool = True):
     """A real spectrum -> posterior with the embedded prior: emission-line, sky and user masks
     (sfhkit.lines.apply_masks), the line-spread function of the spectrum's velocity dispersion
     (or `velocity_dispersion_kms`) and instrument unless `line_spread` is False, A_V as the
@@ -47,6 +47,8 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
     `calibration_degree`: the multiplicative flux-calibration polynomial solved per draw
     (sfhkit.fluxcal; 0: none; default DEFAULT_CALIBRATION_DEGREE, chosen on the shared SDSS spectra,
     with the default likelihood, none with the others).
+    `infer_av`: A_V inferred through the polynomial's shape (sfhkit.attenuation); default: where the
+    spectrum has no catalogue A_V (`should_infer_av`) and the nuisance mode is off.
     `mask_worst_residuals=3` then refits without the three areas of largest negative residual, as the
     paper does (sfhkit.lines.largest_negative_residual_ranges); the report says which.
 
@@ -56,6 +58,7 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
 
     from scipy.stats import skew
 
+    from .attenuation import infer_av as infer_av_of, should_infer_av
     from .lines import apply_masks, largest_negative_residual_ranges
     from .nuisance import sample_with_nuisance
     from .prior import Prior
@@ -80,6 +83,10 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
 
     if calibration_degree is None:
         calibration_degree = DEFAULT_CALIBRATION_DEGREE if (likelihood, cla) == ("cla", "jacobian") else 0
+    if infer_av is None:
+        infer_av = should_infer_av(observation, calibration_degree) and not fit_nuisance
+    if infer_av and (fit_nuisance or observation.av != 0):
+        raise ValueError("inferring A_V needs a fit at A_V = 0 without the nuisance mode")
     if fit_nuisance and (not line_spread or likelihood != "cla" or cla != "jacobian"):
         raise ValueError("the nuisance mode needs the line-spread function and the default likelihood")
     grid = grid or SSPGrid.default(progress=progress)
@@ -110,6 +117,8 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
         if model is None:
             model = obs.forward_model(grid, line_spread=obs.line_spread(), device=device)
         posterior = sample(obs, model)
+    if infer_av:
+        posterior = infer_av_of(posterior, seed=seed)
     obs = posterior.observation
     if fit_nuisance:      # say that A_V and sigma_v were fitted, and from where they started
         fitted = extra["nuisance"]
@@ -123,7 +132,8 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
     posterior.config["line_spread"] = None if spread is None else {
         "velocity_dispersion_kms": spread.velocity_dispersion_kms,
         "median_instrument_sigma_kms": float(np.median(spread.instrument_sigma_kms))}
-    report = {"source": obs.metadata.get("source"), "redshift": obs.redshift, "av": obs.av,
+    report = {"source": obs.metadata.get("source"), "redshift": obs.redshift,
+              "av": posterior.summary()["av"] if infer_av else obs.av,
               "av_source": obs.metadata.get("av_source", "given"),
               "velocity_dispersion_kms": obs.velocity_dispersion_kms,
               "velocity_dispersion_source": obs.metadata.get("velocity_dispersion_source",

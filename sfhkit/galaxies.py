@@ -22,6 +22,7 @@ import numpy as np
 from .observation import Observation
 
 MOCK_REDSHIFT, MOCK_AV, MOCK_SNR = 0.05, 0.2, 50.0   # the paper's mock experiment
+AV_NOT_GIVEN = "default 0 (none given, no FIREFLY fit)"   # av_source of a real spectrum without a catalogue A_V
 
 
 @dataclass
@@ -49,7 +50,7 @@ def with_catalogue_av(observation: Observation, firefly=None, av: float | None =
     elif firefly is not None and np.isfinite(firefly.av):
         value, source = float(firefly.av), f"FIREFLY E(B-V) {firefly.ebv:.3f} x 4.05"
     else:
-        value, source = 0.0, "default 0 (none given, no FIREFLY fit)"
+        value, source = 0.0, AV_NOT_GIVEN
     # replace() re-validates, so a negative A_V is refused with the Observation's message.
     return replace(observation, av=value, metadata={**observation.metadata, "av_source": source})
 

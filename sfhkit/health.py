@@ -13,6 +13,8 @@ explorer show the same list (`Posterior.warnings()`).
     bins_at_edge          the median draw forms more than half its mass in bins within  caution
                           GRID_EDGE_DEX of an edge
     draws_at_cap          a draw has an SFR at the prior's cap (MAX_SFR, 1e4 Msun/yr)    warning
+    av_at_prior_edge      inferred A_V (sfhkit.attenuation) has its median within         caution
+                          AV_EDGE_MAG (0.1 mag) of the prior's upper end (2 mag)
 
 Thresholds: a fit to the noise gives chi^2 per pixel about 1; the shared SDSS early types fitted
 with the line-spread function give 1.2-1.5; the failed fits of issue 16 and a broad-line AGN (7.6)
@@ -34,6 +36,7 @@ import numpy as np
 CHI2_PER_PIXEL_LIMIT = 3.0
 MASKED_FRACTION_LIMIT = 0.30
 GRID_EDGE_DEX = 0.05
+AV_EDGE_MAG = 0.1
 MASS_AT_EDGE_LIMIT = 0.5
 NON_GALAXY_CLASSES = ("QSO", "STAR")
 ACTIVE_SUBCLASS_WORDS = ("BROADLINE", "AGN")
@@ -102,6 +105,15 @@ def fit_warnings(posterior) -> list[dict]:
         out.append(_warning("draws_at_cap", "warning",
                             f"{capped} of {posterior.n_draws} draws have an SFR at the prior's cap ({MAX_SFR:g} Msun/yr): "
                             "the sampler diverged; use more steps", capped, 0, "sfh"))
+    if posterior.av is not None:
+        from .attenuation import AV_PRIOR_MAX_MAG
+
+        av = float(np.median(posterior.av[posterior.kept]))
+        if av > AV_PRIOR_MAX_MAG - AV_EDGE_MAG:
+            out.append(_warning("av_at_prior_edge", "caution",
+                                f"inferred A_V is {av:.2f} mag, at the top of its prior (0-{AV_PRIOR_MAX_MAG:g} mag): the "
+                                "galaxy is dustier than the prior allows, or its continuum's shape is off by more than "
+                                "the calibration prior", av, AV_PRIOR_MAX_MAG, "spectrum"))
     return out
 
 

@@ -181,18 +181,33 @@ class Observation:
 
 
 def mock_observation(history, forward_model, snr: float = 50.0, seed: int | None = None,
-                     metadata: dict | None = None) -> Observation:
+                     metadata: dict | None = None, *, av: float | None = None,
+                     calibration=None) -> Observation:
     """The paper's mock: the forward model's noiseless spectrum of `history` (2, n_bins) plus
     Gaussian noise of sigma = mean(noiseless flux) / snr in every pixel.  The true history, SNR
-    and seed are kept in the metadata."""
+    and seed are kept in the metadata.
+
+    For mocks of real-spectrum fits (`sfhkit calibrate --infer-av`): `av` makes the spectrum at that
+    A_V (mag) instead of the model's (kept as metadata "true_av"; the observation keeps the model's
+    A_V, the one a fit uses), and `calibration` (p_1, p_2, ...) multiplies it by a flux-calibration
+    error P = 1 + sum_k p_k L_k (sfhkit.fluxcal's Legendre basis)."""
     if not np.isfinite(snr) or snr <= 0:
         raise ValueError(f"snr must be finite and > 0, got {snr!r}")
     history = torch.as_tensor(np.asarray(history), dtype=forward_model.dtype_)
+    extra = {}
     with torch.no_grad():
-        noiseless = forward_model(history).double().cpu().numpy()
+        noiseless = forward_model(history, av=av).double().cpu().numpy()
+    if av is not None:
+        extra["true_av"] = float(av)
+    if calibration is not None:
+        from .fluxcal import legendre_basis
+
+        terms = np.asarray(calibration, dtype=float)
+        noiseless = noiseless * (1.0 + terms @ legendre_basis(forward_model.wavelength, terms.size).numpy()[1:])
+        extra["true_calibration"] = terms.tolist()
     sigma = np.full_like(noiseless, noiseless.mean() / snr)
     rng = np.random.default_rng(seed)
     flux = noiseless + sigma * rng.standard_normal(noiseless.shape)
     meta = {"kind": "mock", "snr": float(snr), "seed": seed, "true_history": history.cpu().numpy().astype(float),
-            "noiseless_flux": noiseless, **(metadata or {})}
+            "noiseless_flux": noiseless, **extra, **(metadata or {})}
     return Observation(forward_model.wavelength, flux, sigma, forward_model.redshift, forward_model.av, metadata=meta)

@@ -15,8 +15,9 @@ epoch t(z):
 On disk (`save`/`load`) a posterior is one NetCDF-4 file with ArviZ-style groups and dimension
 names (chain, draw); units are in each variable's attrs:
 
-    /posterior               sfr (chain, draw, time_bin), log_z, the derived quantities, and the
-                             flux-calibration polynomial's coefficients where one was fitted
+    /posterior               sfr (chain, draw, time_bin), log_z, the derived quantities, the
+                             flux-calibration polynomial's coefficients where one was fitted, and
+                             each draw's A_V (av) where it was inferred
     /posterior_predictive    flux (chain, draw, wavelength)
     /observed_data           flux, sigma, mask (wavelength); a mock's noiseless flux, a survey's
                              pipeline model and sky, the instrument's sigma where known
@@ -91,18 +92,20 @@ class Posterior:
     time_bins: TimeBins = field(default_factory=TimeBins)
     config: dict = field(default_factory=dict)
     calibration: np.ndarray | None = None  # (n, degree) flux-calibration polynomial coefficients (sfhkit.fluxcal)
+    av: np.ndarray | None = None           # (n,) Calzetti A_V (mag) of each draw, where A_V was inferred
 
     @classmethod
     def from_draws(cls, observation, histories, spectra, chi2, mean_abs_residual, surviving_mass_msun, *,
                    keep: int, age_at_z_gyr: float, time_bins: TimeBins, config: dict,
-                   calibration=None) -> "Posterior":
+                   calibration=None, av=None) -> "Posterior":
         mean_abs = _numpy(mean_abs_residual).astype(float)
         kept = np.zeros(mean_abs.size, dtype=bool)
         kept[np.argsort(mean_abs, kind="stable")[:keep]] = True
         return cls(observation, _numpy(histories).astype(float), _numpy(spectra).astype(float),
                    _numpy(chi2).astype(float), mean_abs, _numpy(surviving_mass_msun).astype(float), kept,
                    float(age_at_z_gyr), time_bins, dict(config),
-                   None if calibration is None else _numpy(calibration).astype(float))
+                   None if calibration is None else _numpy(calibration).astype(float),
+                   None if av is None else _numpy(av).astype(float))
 
     # -- views ----------------------------------------------------------------------------------
     @property
@@ -132,9 +135,14 @@ class Posterior:
         return float(np.median(self.chi2[self.kept]) / self.observation.n_used)
 
     def summary(self, kept_only: bool = True) -> dict[str, dict]:
-        """Mean and standard deviation of each derived quantity, with its unit."""
-        return {name: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "unit": DERIVED_UNITS[name]}
-                for name, v in self.derived(kept_only).items()}
+        """Mean and standard deviation of each derived quantity, with its unit; and of A_V ("av",
+        mag) where it was inferred."""
+        out = {name: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "unit": DERIVED_UNITS[name]}
+               for name, v in self.derived(kept_only).items()}
+        if self.av is not None:
+            av = self.av[self.kept] if kept_only else self.av
+            out["av"] = {"mean": float(av.mean()), "std": float(av.std()), "unit": "mag"}
+        return out
 
     def calibration_polynomial(self, kept_only: bool = True) -> np.ndarray | None:
         """The flux-calibration polynomial P(lambda) of each draw (n, pixels; the model spectra
@@ -182,6 +190,9 @@ class Posterior:
                 "long_name": "flux-calibration polynomial P = 1 + sum_k c_k L_k(u), Legendre L_k, u = 2 (lambda - "
                              "lambda_min) / (lambda_max - lambda_min) - 1 over observed_data's wavelengths; "
                              "term k = 1..degree (sfhkit.fluxcal)"})
+        if self.av is not None:
+            posterior["av"] = (cd, self.av[None], {"units": "mag", "long_name": "Calzetti A_V, inferred with the "
+                                                   f"history ({self.config.get('av_prior', 'prior not recorded')})"})
         predictive = xr.Dataset({"flux": (cd + ("wavelength",), self.spectra[None], {"units": FLUX_UNIT})},
                                 coords={**draw, **wave_coord})
         observed = xr.Dataset({"flux": ("wavelength", obs.flux, {"units": FLUX_UNIT}),
@@ -261,4 +272,5 @@ class Posterior:
                    stats["mean_abs_residual"].values[0], 10 ** post["log10_surviving_mass"].values[0],
                    stats["kept"].values[0].astype(bool), float(attrs["age_at_z_gyr"]), time_bins,
                    json.loads(attrs["config"]),
-                   post["calibration_coefficients"].values[0] if "calibration_coefficients" in post else None)
+                   post["calibration_coefficients"].values[0] if "calibration_coefficients" in post else None,
+                   post["av"].values[0] if "av" in post else None)
