@@ -126,3 +126,20 @@ def test_inferred_by_default_only_without_a_catalogue_value():
     assert not should_infer_av(replace(obs, metadata={"av_source": AV_NOT_GIVEN}), 0)
     assert not should_infer_av(replace(obs, metadata={"av_source": "FIREFLY E(B-V) 0.050 x 4.05"}), 8)
     assert not should_infer_av(replace(obs, metadata={"av_source": "given"}), 8)
+
+
+def test_calibrate_infer_av_reports_av_coverage_and_pulls(grid):
+    """`sfhkit calibrate --infer-av`: mocks with A_V from the prior and a calibration error, the
+    report has A_V's coverage, pulls and per-galaxy truths (the figures come from a real run)."""
+    from sfhkit import ForwardModel
+    from sfhkit.calibration import calibrate
+
+    model = ForwardModel(grid, sdss_wavelength(), 0.1, 0.0)
+    report = calibrate(2, n=8, steps=20, infer_av=True, redshift=0.1, snr=20, model=model, progress=False)
+    assert report["infer_av"] and report["calibration_degree"] == 8 and report["av"] == "inferred"
+    assert set(report["coverage"]["av"]) == {"0.68", "0.95"}
+    assert set(report["av_pulls"]) >= {"within_1_sigma", "within_2_sigma", "median_posterior_std_mag"}
+    truths = report["per_galaxy"]["av"]["truth"]
+    assert len(truths) == 2 and all(0 <= a <= 2 for a in truths) and truths[0] != truths[1]
+    with pytest.raises(ValueError, match="polynomial"):
+        calibrate(1, n=4, steps=5, infer_av=True, calibration_degree=0, model=model, progress=False)
