@@ -63,7 +63,13 @@ def _infer(args) -> int:
     name = name.replace("[", "_").rstrip("]")                 # MaNGA_test_spectra.fits.gz[3] -> MaNGA_test_spectra_3
     out = Path(args.out or Path("outputs") / name)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{obs.metadata.get('source')}: z = {obs.redshift:.5f}, A_V = {obs.av:.3f} ({obs.metadata['av_source']}), "
+    from .attenuation import should_infer_av
+    from .fluxcal import DEFAULT_DEGREE
+
+    degree = DEFAULT_DEGREE if args.calibration_degree is None else args.calibration_degree
+    inferred = not (args.no_infer_av or args.fit_nuisance) and should_infer_av(obs, degree)
+    av_text = "A_V inferred (no catalogue value)" if inferred else f"A_V = {obs.av:.3f} ({obs.metadata['av_source']})"
+    print(f"{obs.metadata.get('source')}: z = {obs.redshift:.5f}, {av_text}, "
           f"{obs.n_used} usable pixels", flush=True)
     posterior, report = real_experiment(
         obs, mask_lines=not args.no_line_mask, mask_sky=not args.no_sky_mask, ranges=args.mask_range or (),
