@@ -191,8 +191,9 @@ class Posterior:
                              "lambda_min) / (lambda_max - lambda_min) - 1 over observed_data's wavelengths; "
                              "term k = 1..degree (sfhkit.fluxcal)"})
         if self.av is not None:
-            posterior["av"] = (cd, self.av[None], {"units": "mag", "long_name": "Calzetti A_V, inferred with the "
-                                                   f"history ({self.config.get('av_prior', 'prior not recorded')})"})
+            prior = self.config.get("av_inference", {}).get("prior", "prior not recorded")
+            posterior["av"] = (cd, self.av[None], {"units": "mag", "long_name": "Calzetti A_V, inferred from the "
+                                                   f"calibration polynomial's shape (sfhkit.attenuation; {prior})"})
         predictive = xr.Dataset({"flux": (cd + ("wavelength",), self.spectra[None], {"units": FLUX_UNIT})},
                                 coords={**draw, **wave_coord})
         observed = xr.Dataset({"flux": ("wavelength", obs.flux, {"units": FLUX_UNIT}),

@@ -143,3 +143,13 @@ def test_calibrate_infer_av_reports_av_coverage_and_pulls(grid):
     assert len(truths) == 2 and all(0 <= a <= 2 for a in truths) and truths[0] != truths[1]
     with pytest.raises(ValueError, match="polynomial"):
         calibrate(1, n=4, steps=5, infer_av=True, calibration_degree=0, model=model, progress=False)
+
+
+def test_posterior_file_states_the_av_prior(tmp_path):
+    import xarray as xr
+
+    tau = attenuation_coefficients(sdss_wavelength(), 0.1, 0.5, 8)[0]
+    post = infer_av(_fake_posterior(np.tile(tau[1:] / tau[0], (5, 1))))
+    path = post.save(tmp_path / "p.nc")
+    tree = xr.open_datatree(path, engine="h5netcdf")
+    assert "uniform 0-2.0 mag" in tree["posterior"]["av"].attrs["long_name"]
