@@ -58,7 +58,7 @@ import numpy as np
 
 from ._io import write_json
 from ._version import __version__
-from .fluxcal import DEFAULT_DEGREE as DEFAULT_CALIBRATION_DEGREE
+from .fluxcal import default_degree
 
 SOURCE_COLUMNS = ("test_index", "path", "plate", "plateifu")
 OPTIONAL_COLUMNS = ("id", "redshift", "av", "vdisp", "mask", "snr", "index", "targetid", "mjd", "fiber")
@@ -367,7 +367,7 @@ def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2,
     """Run (or resume) a batch; returns counts and the summary table's path.  `client`: an existing
     dask.distributed Client (else one on `scheduler`, else a LocalCluster of `workers` processes).
     Real spectra get a flux-calibration polynomial of `calibration_degree` (sfhkit.fluxcal; default
-    DEFAULT_CALIBRATION_DEGREE with the CLA likelihood, none with DPS), mocks none; with
+    fluxcal.DEFAULT_DEGREE with the CLA likelihood, none with DPS), mocks none; with
     `infer_av`, those without a catalogue A_V have it inferred (sfhkit.attenuation)."""
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
@@ -378,7 +378,7 @@ def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2,
         raise ValueError("need chunk_size >= 1 and workers >= 1")
     keep = kept_draws(n, keep)
     if calibration_degree is None:
-        calibration_degree = DEFAULT_CALIBRATION_DEGREE if likelihood == "cla" else 0
+        calibration_degree = default_degree(likelihood)
     out = Path(out)
     rows = read_catalogue(catalogue)
     settings = {"n": n, "keep": keep, "steps": steps or DEFAULT_STEPS, "likelihood": likelihood,

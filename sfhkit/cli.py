@@ -64,9 +64,9 @@ def _infer(args) -> int:
     out = Path(args.out or Path("outputs") / name)
     out.mkdir(parents=True, exist_ok=True)
     from .attenuation import should_infer_av
-    from .fluxcal import DEFAULT_DEGREE
+    from .fluxcal import default_degree
 
-    degree = DEFAULT_DEGREE if args.calibration_degree is None else args.calibration_degree
+    degree = default_degree(args.likelihood, args.cla) if args.calibration_degree is None else args.calibration_degree
     inferred = not (args.no_infer_av or args.fit_nuisance) and should_infer_av(obs, degree)
     av_text = "A_V inferred (no catalogue value)" if inferred else f"A_V = {obs.av:.3f} ({obs.metadata['av_source']})"
     print(f"{obs.metadata.get('source')}: z = {obs.redshift:.5f}, {av_text}, "

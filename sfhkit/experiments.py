@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fluxcal import DEFAULT_DEGREE as DEFAULT_CALIBRATION_DEGREE
+from .fluxcal import default_degree
 
 
 def mock_experiment(index: int = 2122, *, redshift: float = 0.05, av: float = 0.2, snr: float = 50.0,
@@ -45,7 +45,7 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
     with `fit_nuisance` (sfhkit.nuisance).  `model_error` adds that fraction of the flux to the noise
     in quadrature (`Observation.with_model_error`), for spectra whose S/N exceeds the model's accuracy.
     `calibration_degree`: the multiplicative flux-calibration polynomial solved per draw
-    (sfhkit.fluxcal; 0: none; default DEFAULT_CALIBRATION_DEGREE, chosen on the shared SDSS spectra,
+    (sfhkit.fluxcal; 0: none; default fluxcal.DEFAULT_DEGREE, chosen on the shared SDSS spectra,
     with the default likelihood, none with the others).
     `infer_av`: A_V inferred through the polynomial's shape (sfhkit.attenuation); default: where the
     spectrum has no catalogue A_V (`should_infer_av`) and the nuisance mode is off.
@@ -82,7 +82,7 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
                 "residual_skewness": float(skew(median_residual))}
 
     if calibration_degree is None:
-        calibration_degree = DEFAULT_CALIBRATION_DEGREE if (likelihood, cla) == ("cla", "jacobian") else 0
+        calibration_degree = default_degree(likelihood, cla)
     if infer_av is None:
         infer_av = should_infer_av(observation, calibration_degree) and not fit_nuisance
     if infer_av and (fit_nuisance or observation.av != 0):

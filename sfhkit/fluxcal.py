@@ -27,6 +27,12 @@ RIDGE = 1e-12
 DEFAULT_DEGREE = 8
 
 
+def default_degree(likelihood: str = "cla", cla: str = "jacobian") -> int:
+    """The polynomial degree a real spectrum gets by default: DEFAULT_DEGREE with the default
+    likelihood (the only one that profiles the polynomial), else 0."""
+    return DEFAULT_DEGREE if (likelihood, cla) == ("cla", "jacobian") else 0
+
+
 def legendre_basis(wavelength, degree: int, dtype=torch.float64, device="cpu") -> torch.Tensor:
     """(degree + 1, n_pixels) Legendre polynomials L_0..L_degree of the wavelengths mapped onto [-1, 1]."""
     if int(degree) != degree or degree < 0:
