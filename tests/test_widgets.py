@@ -168,6 +168,34 @@ def test_sdss_galaxy_prefills_redshift_av_and_dispersion(shared_data, grid):
     assert ex.state.fit_observation().n_used < obs.n_used
 
 
+def test_real_spectrum_gets_the_polynomial_and_inferred_av_as_the_cli_does(shared_data, grid, explorer):
+    from sfhkit.fluxcal import DEFAULT_DEGREE
+
+    assert explorer.sampler.calibration_degree.value == 0 and not explorer.sampler.infer_av.value   # a mock
+    ex = Explorer(ExplorerState(grid=grid, prior=explorer.state.prior("cpu")), sampler_options=SMALL_SAMPLER)
+    ex.picker.source.value = "survey spectrum"
+    ex.picker.sdss.value = str(shared_data / "sdss" / "spec-0266-51602-0614.fits")
+    ex.picker.firefly_dir.value = ""                            # no catalogue A_V: it is inferred
+    ex.picker.load(wait=True)
+    assert ex.state.galaxy is not None, ex.picker.message.value
+    sampler = ex.sampler
+    assert sampler.calibration_degree.value == DEFAULT_DEGREE and sampler.infer_av.value
+    sampler.likelihood.value = "dps"                            # only the default likelihood profiles it
+    assert sampler.calibration_degree.value == 0 and not sampler.infer_av.value
+    sampler.likelihood.value = "cla"
+    assert sampler.infer_av.value
+    ex.model.av.value = 0.7                                     # ignored: the fit runs at A_V = 0
+    sampler.start(wait=True)
+    assert sampler.error is None, sampler.message.value
+    posterior = ex.state.posterior
+    assert posterior.observation.av == 0 and posterior.calibration is not None
+    assert posterior.av is not None and "A_V inferred" in sampler.message.value
+    assert ex.state.av == pytest.approx(np.median(posterior.av[posterior.kept]))
+    sampler.calibration_degree.value = 0
+    sampler.start(wait=True)
+    assert "polynomial" in sampler.message.value and ex.state.posterior is posterior
+
+
 def test_sandbox_burst_and_metallicity_move_the_indices(grid):
     from sfhkit.widgets import SandboxPanel
 

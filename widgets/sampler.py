@@ -1,16 +1,26 @@
-"""Sampler panel: draws, steps, likelihood, device (the GPU when there is one), Start and Cancel,
-a progress bar with the time left.  Sampling runs in a background thread, so the other controls
-stay live; the posterior lands in the shared state when done, and errors are shown here."""
+"""Sampler panel: draws, steps, likelihood, device (the GPU when there is one), the flux-calibration
+polynomial's degree and whether A_V is inferred, Start and Cancel, a progress bar with the time
+left.  Sampling runs in a background thread, so the other controls stay live; the posterior lands
+in the shared state when done, and errors are shown here.
+
+A real spectrum gets what `sfhkit infer` gives it: the polynomial at sfhkit.fluxcal's default
+degree, and A_V inferred through the polynomial's shape (sfhkit.attenuation) where the spectrum
+has no catalogue A_V.  With "infer A_V" the fit runs at A_V = 0 whatever the slider says, and the
+slider moves to the inferred median when the posterior lands.  Mocks get neither."""
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import ipywidgets as w
+import numpy as np
 import torch
 
 from sfhkit import SamplingCancelled, sample_posterior
+from sfhkit.attenuation import infer_av, should_infer_av
+from sfhkit.fluxcal import default_degree
 
 from ._common import BackgroundTask, error_html
 from .state import ExplorerState
@@ -32,6 +42,9 @@ class SamplerPanel(w.VBox):
                                      description="likelihood")
         self.device = w.Dropdown(options=available_devices(), description="device")
         self.seed = w.IntText(value=seed, description="seed")
+        self.calibration_degree = w.BoundedIntText(value=0, min=0, max=20, description="poly. degree",
+                                                   tooltip="multiplicative flux-calibration polynomial (0: none)")
+        self.infer_av = w.Checkbox(value=False, description="infer A_V (fit at A_V = 0)", indent=False)
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop", disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=1, description="sampling")
@@ -42,10 +55,24 @@ class SamplerPanel(w.VBox):
         self._cancel = threading.Event()
         self._models = {}                  # (galaxy label, z, line spread) -> ForwardModel: a build takes seconds
         self.start_button.on_click(lambda _: self.start())
+        self.state.observe(lambda _: self.set_real_spectrum_defaults(), names="galaxy")
+        self.likelihood.observe(lambda _: self.set_real_spectrum_defaults(), names="value")
+        self.set_real_spectrum_defaults()
         self.cancel_button.on_click(lambda _: self.cancel())
         super().__init__([w.HTML("<h3>Sampler</h3>"), w.HBox([self.n, self.keep, self.steps]),
                           w.HBox([self.likelihood, self.device, self.seed]),
+                          w.HBox([self.calibration_degree, self.infer_av]),
                           w.HBox([self.start_button, self.cancel_button, self.progress, self.eta]), self.message])
+
+    def set_real_spectrum_defaults(self) -> None:
+        """The polynomial and A_V inference as `sfhkit infer` sets them for the loaded galaxy."""
+        galaxy = self.state.galaxy
+        if galaxy is None:
+            return
+        observation = galaxy.observation
+        real = observation.metadata.get("kind") != "mock"
+        self.calibration_degree.value = default_degree(self.likelihood.value) if real else 0
+        self.infer_av.value = should_infer_av(observation, self.calibration_degree.value)
 
     def _forward_model(self, observation, device):
         galaxy = self.state.galaxy
@@ -63,6 +90,7 @@ class SamplerPanel(w.VBox):
 
     def _run(self, observation, settings):
         device = settings.pop("device")
+        inferring_av = settings.pop("infer_av")
         prior = self.state.prior(device)
         model = self._forward_model(observation, prior.device)
         self.message.value = "sampling ..."
@@ -77,8 +105,9 @@ class SamplerPanel(w.VBox):
                 left = (now - started) / step * (steps - step)
                 self.eta.value = f"{step}/{steps} steps, {left:.0f} s left"
 
-        return sample_posterior(observation, prior, model, callback=progress, cancel=self._cancel,
-                                progress=False, **settings)
+        posterior = sample_posterior(observation, prior, model, callback=progress, cancel=self._cancel,
+                                     progress=False, **settings)
+        return infer_av(posterior, seed=settings["seed"]) if inferring_av else posterior
 
     def start(self, wait: bool = False) -> None:
         """Sample the posterior of the state's observation as the controls set it."""
@@ -89,11 +118,16 @@ class SamplerPanel(w.VBox):
             observation = self.state.fit_observation()
             if self.keep.value > self.n.value:
                 raise ValueError(f"keep ({self.keep.value}) must not exceed the number of draws ({self.n.value})")
+            if self.infer_av.value:
+                if not self.calibration_degree.value:
+                    raise ValueError("inferring A_V needs the flux-calibration polynomial (degree > 0)")
+                observation = replace(observation, av=0.0, metadata=dict(observation.metadata))
         except ValueError as err:
             self._failed(err)
             return
         settings = dict(n=self.n.value, keep=self.keep.value, steps=self.steps.value, likelihood=self.likelihood.value,
-                        seed=self.seed.value, device=self.device.value)
+                        seed=self.seed.value, device=self.device.value,
+                        calibration_degree=self.calibration_degree.value, infer_av=self.infer_av.value)
         self._cancel.clear()
         self.start_button.disabled, self.cancel_button.disabled = True, False
         self.progress.value, self.eta.value = 0, ""
@@ -105,11 +139,15 @@ class SamplerPanel(w.VBox):
         self._cancel.set()
 
     def _done(self, posterior) -> None:
+        if posterior.av is not None:                # the model panel then shows the inferred attenuation
+            self.state.av = float(np.median(posterior.av[posterior.kept]))
         self.state.posterior = posterior
         if self.state.history_kind == "truth" and self.state.galaxy.true_history is None:
             self.state.history_kind = "median"
         self.message.value = (f"done in {posterior.config['seconds']:.1f} s: {int(posterior.kept.sum())} draws kept, "
-                              f"median chi^2 per pixel {posterior.median_chi2_per_pixel():.2f}")
+                              f"median chi^2 per pixel {posterior.median_chi2_per_pixel():.2f}"
+                              + (f"; A_V inferred {np.mean(posterior.av[posterior.kept]):.2f} +- "
+                                 f"{np.std(posterior.av[posterior.kept]):.2f} mag" if posterior.av is not None else ""))
         self.state.status = "posterior ready"
         self.start_button.disabled, self.cancel_button.disabled = False, True
 
