@@ -139,15 +139,16 @@ class SamplerPanel(w.VBox):
         self._cancel.set()
 
     def _done(self, posterior) -> None:
+        av_text = ""
         if posterior.av is not None:                # the model panel then shows the inferred attenuation
-            self.state.av = float(np.median(posterior.av[posterior.kept]))
+            kept_av = posterior.av[posterior.kept]
+            self.state.av = float(np.median(kept_av))
+            av_text = f"; A_V inferred {kept_av.mean():.2f} +- {kept_av.std():.2f} mag"
         self.state.posterior = posterior
         if self.state.history_kind == "truth" and self.state.galaxy.true_history is None:
             self.state.history_kind = "median"
         self.message.value = (f"done in {posterior.config['seconds']:.1f} s: {int(posterior.kept.sum())} draws kept, "
-                              f"median chi^2 per pixel {posterior.median_chi2_per_pixel():.2f}"
-                              + (f"; A_V inferred {np.mean(posterior.av[posterior.kept]):.2f} +- "
-                                 f"{np.std(posterior.av[posterior.kept]):.2f} mag" if posterior.av is not None else ""))
+                              f"median chi^2 per pixel {posterior.median_chi2_per_pixel():.2f}{av_text}")
         self.state.status = "posterior ready"
         self.start_button.disabled, self.cancel_button.disabled = False, True
 
