@@ -36,6 +36,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ._grid_draws import inverse_cdf_draws
 from .dust import calzetti_a_over_av
 
 # The A_V prior: uniform on [0, AV_PRIOR_MAX_MAG] mag (the range of bagpipes' examples and of
@@ -92,14 +93,7 @@ def infer_av(posterior, calibration_sd: float = DEFAULT_CALIBRATION_SD, av_max: 
     grid = np.arange(0.0, av_max + AV_GRID_STEP_MAG / 2, AV_GRID_STEP_MAG)
     tau = attenuation_coefficients(obs.wavelength, obs.redshift, grid, posterior.calibration.shape[1])
     log_like = av_log_likelihood(posterior.calibration, tau, calibration_sd)
-    probability = np.exp(log_like - log_like.max(axis=1, keepdims=True))
-    probability /= probability.sum(axis=1, keepdims=True)
-    # One uniform number per draw through the inverse CDF of its grid, spread within the grid cell.
-    rng = np.random.default_rng(seed)
-    u = rng.random(posterior.n_draws)
-    cdf = np.cumsum(probability, axis=1)
-    index = np.minimum((cdf < u[:, None]).sum(axis=1), grid.size - 1)
-    av = np.clip(grid[index] + AV_GRID_STEP_MAG * (rng.random(posterior.n_draws) - 0.5), 0.0, av_max)
+    av = inverse_cdf_draws(grid, log_like, np.random.default_rng(seed))
     grey = attenuation_coefficients(obs.wavelength, obs.redshift, av, posterior.calibration.shape[1])[:, 0]  # lam
     histories = posterior.histories.copy()
     histories[:, 0] /= grey[:, None]

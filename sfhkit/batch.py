@@ -215,7 +215,12 @@ def galaxy_summary(row: dict, posterior, seconds: float) -> dict:
     obs = posterior.observation
     return {"id": row["id"], "row": row["row"], "status": "ok", "seed": galaxy_seed(row["id"]),
             "redshift": obs.redshift, "av": obs.av if posterior.av is None else float(posterior.av[posterior.kept].mean()),
-            "av_source": obs.metadata.get("av_source", "given"), "n_used_pixels": obs.n_used,
+            "av_source": obs.metadata.get("av_source", "given"),
+            "vdisp_kms": obs.velocity_dispersion_kms if posterior.vdisp_kms is None
+            else float(posterior.vdisp_kms[posterior.kept].mean()),
+            "vdisp_source": obs.metadata.get("velocity_dispersion_source",
+                                             "the survey's" if obs.velocity_dispersion_kms is not None else "none"),
+            "n_used_pixels": obs.n_used,
             "median_chi2_per_pixel": posterior.median_chi2_per_pixel(), "n_kept": int(posterior.kept.sum()),
             "seconds": seconds, "posterior": f"posteriors/{row['id']}.nc", "derived": posterior.summary(),
             "warnings": posterior.warnings()}
@@ -257,6 +262,7 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
     """Sample every galaxy of `rows` in one batch; write the files of those not finished yet.
     Returns their summaries (status "ok" or "failed")."""
     from .attenuation import infer_av, should_infer_av
+    from .dispersion import sample_with_vdisp, should_infer_vdisp
     from .sampler import sample_posterior
 
     out = Path(out)
@@ -283,10 +289,24 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
                 return infer_av(posterior, seed=galaxy_seed(row["id"]))
             return posterior
 
+        def infers_vdisp(obs):      # sigma_v inferred where the spectrum has none (sfhkit.dispersion)
+            return settings.get("infer_vdisp", True) and should_infer_vdisp(obs)
+
         started = time.perf_counter()
         posteriors = [None] * len(loaded)
+        for i, (row, _, obs, model) in enumerate(loaded):     # one at a time: two passes, a model each
+            if infers_vdisp(obs):
+                try:
+                    posteriors[i] = sample_with_vdisp(
+                        obs, state["prior"], state["grid"], n=settings["n"], keep=settings["keep"],
+                        steps=settings["steps"], likelihood=settings["likelihood"], seed=galaxy_seed(row["id"]),
+                        calibration_degree=degree_of(obs), instrument_model=model, progress=False)
+                except Exception as err:  # noqa: BLE001
+                    posteriors[i] = err
         for degree in sorted({degree_of(obs) for _, _, obs, _ in loaded}):
-            group = [i for i, (_, _, obs, _) in enumerate(loaded) if degree_of(obs) == degree]
+            group = [i for i, (_, _, obs, _) in enumerate(loaded) if degree_of(obs) == degree and not infers_vdisp(obs)]
+            if not group:
+                continue
             try:
                 for i, posterior in zip(group, sample([loaded[i][2] for i in group], [loaded[i][3] for i in group],
                                                       [galaxy_seed(loaded[i][0]["id"]) for i in group], degree)):
@@ -363,12 +383,14 @@ def write_summary_table(rows: list[dict], out):
 def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1,
               chunk_size: int = 8, device: str = "cpu", n: int = 120, keep: int | None = None, steps: int | None = None,
               likelihood: str = "cla", retry_failed: bool = False, progress: bool = True, client=None,
-              calibration_degree: int | None = None, infer_av: bool = True) -> dict:
+              calibration_degree: int | None = None, infer_av: bool = True, infer_vdisp: bool = True) -> dict:
     """Run (or resume) a batch; returns counts and the summary table's path.  `client`: an existing
     dask.distributed Client (else one on `scheduler`, else a LocalCluster of `workers` processes).
     Real spectra get a flux-calibration polynomial of `calibration_degree` (sfhkit.fluxcal; default
     fluxcal.DEFAULT_DEGREE with the CLA likelihood, none with DPS), mocks none; with
-    `infer_av`, those without a catalogue A_V have it inferred (sfhkit.attenuation)."""
+    `infer_av`, those without a catalogue A_V have it inferred (sfhkit.attenuation); with
+    `infer_vdisp`, those without a velocity dispersion (no VDISP in the file, no vdisp column) but
+    with a known instrumental resolution have sigma_v inferred (sfhkit.dispersion)."""
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
 
@@ -383,6 +405,7 @@ def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2,
     rows = read_catalogue(catalogue)
     settings = {"n": n, "keep": keep, "steps": steps or DEFAULT_STEPS, "likelihood": likelihood,
                 "calibration_degree": int(calibration_degree), "infer_av": bool(infer_av),
+                "infer_vdisp": bool(infer_vdisp),
                 "chunk_size": chunk_size, "device": device, "threads": threads_per_worker, "retry_failed": retry_failed}
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings)

@@ -217,6 +217,58 @@ def main_posterior(args) -> int:
     return 0
 
 
+def bench_vdisp(*, n: int = 120, keep: int | None = None, steps: int | None = None, index: int = 2122,
+                true_vdisp_kms: float = 220.0, calibration_degree: int = 8, device: str = "cpu", seed: int = 0) -> dict:
+    """The cost of inferring sigma_v (sfhkit.dispersion) against a fit at a catalogue sigma_v, in one
+    run: a mock at `true_vdisp_kms` through a 70 km/s instrument (z 0.1, S/N 20, the real-spectrum
+    polynomial of `calibration_degree`).  Each side's time includes the one forward-model build it
+    needs (at the catalogue sigma_v; the instrument-only model) and its sampling; the goal is a
+    ratio of at most 2 (issue 17)."""
+    from dataclasses import replace
+
+    from .data import load_histories
+    from .dispersion import sample_with_vdisp
+    from .forward import ForwardModel
+    from .lsf import LineSpread
+    from .observation import mock_observation, sdss_wavelength
+    from .prior import Prior
+    from .sampler import DEFAULT_STEPS, sample_posterior
+    from .ssp import SSPGrid
+
+    steps = steps or DEFAULT_STEPS
+    grid, prior = SSPGrid.default(progress=False), Prior.default(device=device)
+    wavelength = sdss_wavelength()
+    built = ForwardModel(grid, wavelength, 0.1, 0.0, line_spread=LineSpread(true_vdisp_kms, 70.0), device=device)
+    mock = mock_observation(load_histories("test").histories.values[index], built, snr=20, seed=seed)
+    mock = replace(mock, instrument_sigma_kms=np.full(wavelength.size, 70.0))
+    sample_posterior(mock, prior, built, n=4, steps=2, seed=seed, progress=False)           # warm-up
+    start = time.perf_counter()
+    known = replace(mock, velocity_dispersion_kms=true_vdisp_kms, metadata=dict(mock.metadata))
+    fixed = sample_posterior(known, prior, known.forward_model(grid, device=device), n=n, keep=keep, steps=steps,
+                             seed=seed, progress=False, calibration_degree=calibration_degree)
+    fixed_s = time.perf_counter() - start
+    start = time.perf_counter()
+    inferred = sample_with_vdisp(mock, prior, grid, n=n, keep=keep, steps=steps, seed=seed, progress=False,
+                                 calibration_degree=calibration_degree)
+    inferred_s = time.perf_counter() - start
+    vdisp = inferred.vdisp_kms[inferred.kept]
+    return {"benchmark": "vdisp", "n": n, "steps": steps, "calibration_degree": calibration_degree,
+            "true_vdisp_kms": true_vdisp_kms, "inferred_vdisp_kms": {"mean": round(float(vdisp.mean()), 1),
+                                                                     "std": round(float(vdisp.std()), 1)},
+            "seconds_fixed_vdisp": round(fixed_s, 2), "seconds_inferred_vdisp": round(inferred_s, 2),
+            "cost_ratio": round(inferred_s / fixed_s, 3), "goal_cost_ratio": 2.0,
+            "median_chi2_per_pixel": {"fixed": round(fixed.median_chi2_per_pixel(), 4),
+                                      "inferred": round(inferred.median_chi2_per_pixel(), 4)},
+            "device": device, "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            "sfhkit": __version__}
+
+
+def main_vdisp(args) -> int:
+    print(json.dumps(bench_vdisp(n=args.n, keep=args.keep, steps=args.steps, device=args.device, seed=args.seed),
+                     indent=1))
+    return 0
+
+
 def bench_batch(*, galaxies: int = 8, n: int = 120, keep: int | None = None, steps: int | None = None,
                 device: str = "cpu", cores: int = 2) -> dict:
     """Galaxies per hour of `sfhkit batch` on a LocalCluster of 1 and 2 workers (sharing `cores`

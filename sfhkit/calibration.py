@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -45,6 +46,10 @@ LEVELS = (0.68, 0.95)
 TRUTHS = ("test", "prior", "parametric")         # or a path to a histories file
 GOAL_TOLERANCE = 0.05                            # in distribution: coverage and TARP within this of nominal
 OUT_OF_DISTRIBUTION_GOAL = {"0.68": 0.55, "0.95": 0.90}   # minimum coverage on histories the prior never saw
+# Mocks with a velocity dispersion (`vdisp_mocks`): sigma_v uniform on this range (km/s), through an
+# instrument of this Gaussian sigma (km/s; SDSS's spectrographs, R ~ 1800-2200).
+MOCK_VDISP_KMS = (80.0, 350.0)
+MOCK_INSTRUMENT_SIGMA_KMS = 70.0
 
 
 # The quantiles of each galaxy's kept draws in the report's `per_galaxy`.
@@ -127,11 +132,28 @@ def tarp_null(n_galaxies: int, n_draws: int, observed: float | None = None, n_al
     return null
 
 
+def _add_nuisance_report(report: dict, name: str, truth: np.ndarray, draws: np.ndarray):
+    """Coverage, pulls (truth - mean) / std, bias and per-galaxy values of an inferred nuisance
+    parameter (`name`: "av", "vdisp_kms") into `report`; truth (galaxies,), draws (galaxies, kept)."""
+    report["coverage"][name] = {f"{level:.2f}": float(np.mean(interval_coverage(truth, draws, level)))
+                                for level in LEVELS}
+    pulls = (truth - draws.mean(1)) / draws.std(1)
+    report[f"{name}_pulls"] = {"within_1_sigma": float(np.mean(np.abs(pulls) < 1)),
+                               "within_2_sigma": float(np.mean(np.abs(pulls) < 2)),
+                               "mean": float(pulls.mean()), "std": float(pulls.std()),
+                               "median_posterior_std": float(np.median(draws.std(1)))}
+    error = np.median(draws, 1) - truth
+    report["bias"][name] = {"mean": float(np.mean(error)), "median": float(np.median(error))}
+    report["per_galaxy"][name] = {"truth": _rounded(truth), "mean": _rounded(draws.mean(1)),
+                                  "std": _rounded(draws.std(1))}
+
+
 def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, steps: int | None = None,
               batch: int = 1, redshift: float = 0.05, av: float = 0.2, snr: float = 50.0, seed: int = 0,
               likelihood: str = "cla", cla: str = "jacobian", truths: str = "test", prior=None, model=None,
               calibration_degree: int | None = None, infer_av: bool = False,
-              calibration_sd: float | None = None, progress: bool = True) -> dict:
+              calibration_sd: float | None = None, vdisp_mocks: bool = False, infer_vdisp: bool = False,
+              progress: bool = True) -> dict:
     """Run `n_galaxies` mocks (of test-set histories, or of prior draws when `truths` is "prior")
     through the sampler, `batch` galaxies at a time; return the coverage report (see module
     docstring) with the per-galaxy values needed to redo it.
@@ -141,7 +163,13 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     the prior (uniform 0-AV_PRIOR_MAX_MAG) and a calibration error P_cal of degree 3 with
     coefficients drawn from N(0, calibration_sd^2) (`av` is then unused), the fit runs at A_V = 0 with
     the polynomial (degree 8 unless given) and A_V is inferred (sfhkit.attenuation); the report adds
-    A_V's coverage and pulls (truth - mean) / std."""
+    A_V's coverage and pulls (truth - mean) / std.
+
+    `vdisp_mocks` gives each mock a stellar velocity dispersion from U(MOCK_VDISP_KMS) and an
+    instrument of MOCK_INSTRUMENT_SIGMA_KMS (SDSS's), each spectrum made with a model built at its
+    own sigma_v, and no catalogue sigma_v: the fit then uses the instrument's line spread alone, as
+    sfhkit did before it inferred sigma_v.  `infer_vdisp` (implies `vdisp_mocks`) infers sigma_v
+    (sfhkit.dispersion, one galaxy at a time); the report adds its coverage and pulls."""
     from tqdm.auto import tqdm
 
     from .data import load_histories
@@ -157,8 +185,12 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     from .attenuation import AV_PRIOR_MAX_MAG, DEFAULT_CALIBRATION_SD, infer_av as infer_av_of
     from .fluxcal import DEFAULT_DEGREE
 
+    from .dispersion import sample_with_vdisp
+    from .lsf import LineSpread
+
     steps = steps or DEFAULT_STEPS
     keep = kept_draws(n, keep)
+    vdisp_mocks = vdisp_mocks or infer_vdisp
     calibration_sd = DEFAULT_CALIBRATION_SD if calibration_sd is None else float(calibration_sd)
     if calibration_degree is None:
         calibration_degree = DEFAULT_DEGREE if infer_av else 0
@@ -167,8 +199,10 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
             raise ValueError("infer_av needs the calibration polynomial (calibration_degree > 0)")
         av = 0.0                     # the fit's A_V: the attenuation is inferred through the polynomial
     prior = prior or Prior.default()
-    model = model or ForwardModel(SSPGrid.default(progress=progress), sdss_wavelength(), redshift=redshift, av=av,
-                                  device=prior.device)
+    grid = SSPGrid.default(progress=progress)
+    # With vdisp_mocks the fit's model has the instrument's line spread alone (sigma_v unknown).
+    model = model or ForwardModel(grid, sdss_wavelength(), redshift=redshift, av=av, device=prior.device,
+                                  line_spread=LineSpread(0.0, MOCK_INSTRUMENT_SIGMA_KMS) if vdisp_mocks else None)
     if truths == "test":
         test = load_histories("test")
         rng = np.random.default_rng(seed)
@@ -194,14 +228,33 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
         rng = np.random.default_rng([seed, int(indices[i]), 7])
         return {"av": float(rng.uniform(0.0, AV_PRIOR_MAX_MAG)), "calibration": rng.normal(0.0, calibration_sd, 3)}
 
+    def mock(i):
+        """Galaxy i's mock spectrum; with vdisp_mocks from a model built at its own sigma_v."""
+        generator, extra = model, {}
+        if vdisp_mocks:
+            true_vdisp = float(np.random.default_rng([seed, int(indices[i]), 11]).uniform(*MOCK_VDISP_KMS))
+            generator = ForwardModel(grid, model.wavelength, redshift=redshift, av=av, device=prior.device,
+                                     line_spread=LineSpread(true_vdisp, MOCK_INSTRUMENT_SIGMA_KMS))
+            extra = {"instrument_sigma_kms": np.full(model.wavelength.size, MOCK_INSTRUMENT_SIGMA_KMS)}
+        made = mock_observation(true_histories[i], generator, snr=snr, seed=seed * 100003 + int(indices[i]),
+                                metadata={"truth_index": int(indices[i])}, **real_spectrum(i))
+        if vdisp_mocks:
+            made.metadata["true_vdisp_kms"] = true_vdisp
+        return replace(made, **extra)
+
     started = time.perf_counter()
     posteriors = []
     for start in tqdm(range(0, n_galaxies, batch), desc="calibration batches", disable=not progress):
         chunk = range(start, min(start + batch, n_galaxies))
-        mocks = [mock_observation(true_histories[i], model, snr=snr, seed=seed * 100003 + int(indices[i]),
-                                  metadata={"truth_index": int(indices[i])}, **real_spectrum(i)) for i in chunk]
-        drawn = sample_posterior(mocks, prior, model, n=n, keep=keep, likelihood=likelihood, cla=cla,
-                                 steps=steps, seed=seed + start, progress=False, calibration_degree=calibration_degree)
+        mocks = [mock(i) for i in chunk]
+        if infer_vdisp:
+            drawn = [sample_with_vdisp(m, prior, grid, n=n, keep=keep, likelihood=likelihood, cla=cla, steps=steps,
+                                       seed=seed + i, progress=False, calibration_degree=calibration_degree,
+                                       instrument_model=model)
+                     for m, i in zip(mocks, chunk)]
+        else:
+            drawn = sample_posterior(mocks, prior, model, n=n, keep=keep, likelihood=likelihood, cla=cla, steps=steps,
+                                     seed=seed + start, progress=False, calibration_degree=calibration_degree)
         if infer_av:
             drawn = [infer_av_of(p, calibration_sd, seed=seed + int(indices[i])) for p, i in zip(drawn, chunk)]
         posteriors += drawn
@@ -213,7 +266,8 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     report = {"n_galaxies": n_galaxies, "n_draws": n, "keep": keep, "steps": steps, "likelihood": likelihood,
               "cla": cla, "truths": truths, "redshift": redshift, "av": "inferred" if infer_av else av, "snr": snr,
               "seed": seed, "calibration_degree": int(calibration_degree), "infer_av": bool(infer_av),
-              "calibration_sd": calibration_sd if infer_av else None,
+              "calibration_sd": calibration_sd if infer_av else None, "vdisp_mocks": bool(vdisp_mocks),
+              "infer_vdisp": bool(infer_vdisp),
               "prior": repr(prior), "seconds": round(seconds, 1), "seconds_per_galaxy": round(seconds / n_galaxies, 2),
               "median_chi2_per_pixel": float(np.median([p.median_chi2_per_pixel() for p in posteriors])),
               "coverage": {}, "bias": {},
@@ -264,20 +318,14 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     for key, x, draws_per_galaxy in (("tarp", x_draws, keep), ("tarp_all_draws", x_all, n)):
         report[key] = tarp_coverage(x_true, x, seed=seed)
         report[key].update(tarp_null(n_galaxies, draws_per_galaxy, report[key]["max_abs_deviation"], seed=seed))
-    if infer_av:      # A_V: coverage, and pulls (truth - mean) / std, which fall within 1 (2) 68 (95) % of the time
-        true_av = np.array([p.observation.metadata["true_av"] for p in posteriors])
-        av_draws = np.stack([p.av[p.kept] for p in posteriors])
-        report["coverage"]["av"] = {f"{level:.2f}": float(np.mean(interval_coverage(true_av, av_draws, level)))
-                                    for level in LEVELS}
-        pulls = (true_av - av_draws.mean(1)) / av_draws.std(1)
-        report["av_pulls"] = {"within_1_sigma": float(np.mean(np.abs(pulls) < 1)),
-                              "within_2_sigma": float(np.mean(np.abs(pulls) < 2)),
-                              "mean": float(pulls.mean()), "std": float(pulls.std()),
-                              "median_posterior_std_mag": float(np.median(av_draws.std(1)))}
-        report["bias"]["av"] = {"mean": float(np.mean(np.median(av_draws, 1) - true_av)),
-                                "median": float(np.median(np.median(av_draws, 1) - true_av))}
-        report["per_galaxy"]["av"] = {"truth": _rounded(true_av), "mean": _rounded(av_draws.mean(1)),
-                                      "std": _rounded(av_draws.std(1))}
+    # A_V and sigma_v where inferred: coverage, and pulls (truth - mean) / std, which fall within 1 (2)
+    # sigma 68 (95) % of the time.
+    for name, inferred, truth_key, attribute in (("av", infer_av, "true_av", "av"),
+                                                 ("vdisp_kms", infer_vdisp, "true_vdisp_kms", "vdisp_kms")):
+        if inferred:
+            truth = np.array([p.observation.metadata[truth_key] for p in posteriors])
+            draws = np.stack([getattr(p, attribute)[p.kept] for p in posteriors])
+            _add_nuisance_report(report, name, truth, draws)
     quantity_coverage = [(report["coverage"][name][f"{level:.2f}"], level) for name in QUANTITIES for level in LEVELS]
     quantity_coverage += [(report["coverage"]["sfr_per_bin"][f"{level:.2f}"]["observed_bins_mean"], level)
                           for level in LEVELS]
@@ -329,7 +377,8 @@ def main(args) -> int:
                        redshift=args.redshift, av=args.av, snr=args.snr, seed=args.seed,
                        likelihood=args.likelihood, cla=args.cla, truths=args.truths, prior=prior,
                        calibration_degree=args.calibration_degree, infer_av=args.infer_av,
-                       calibration_sd=args.calibration_sd, progress=not args.quiet)
+                       calibration_sd=args.calibration_sd, vdisp_mocks=args.vdisp_mocks, infer_vdisp=args.infer_vdisp,
+                       progress=not args.quiet)
     if args.out:
         from ._io import write_json
 

@@ -69,14 +69,22 @@ def _infer(args) -> int:
     degree = default_degree(args.likelihood, args.cla) if args.calibration_degree is None else args.calibration_degree
     inferred = not (args.no_infer_av or args.fit_nuisance) and should_infer_av(obs, degree)
     av_text = "A_V inferred (no catalogue value)" if inferred else f"A_V = {obs.av:.3f} ({obs.metadata['av_source']})"
-    print(f"{obs.metadata.get('source')}: z = {obs.redshift:.5f}, {av_text}, "
+    from .dispersion import should_infer_vdisp
+
+    infers_vdisp = not (args.no_infer_vdisp or args.fit_nuisance) and args.vdisp is None \
+        and should_infer_vdisp(obs, not args.no_lsf)
+    vdisp = args.vdisp if args.vdisp is not None else obs.velocity_dispersion_kms
+    vdisp_text = ("sigma_v inferred (no catalogue value)" if infers_vdisp else
+                  f"sigma_v = {vdisp:.0f} km/s" if vdisp is not None and not args.no_lsf else "sigma_v none")
+    print(f"{obs.metadata.get('source')}: z = {obs.redshift:.5f}, {av_text}, {vdisp_text}, "
           f"{obs.n_used} usable pixels", flush=True)
     posterior, report = real_experiment(
         obs, mask_lines=not args.no_line_mask, mask_sky=not args.no_sky_mask, ranges=args.mask_range or (),
         line_spread=not args.no_lsf, velocity_dispersion_kms=args.vdisp, n=args.n, keep=args.keep, steps=args.steps,
         likelihood=args.likelihood, cla=args.cla, fit_nuisance=args.fit_nuisance, model_error=args.model_error,
         mask_worst_residuals=args.mask_worst, calibration_degree=args.calibration_degree,
-        infer_av=False if args.no_infer_av else None, seed=args.seed,
+        infer_av=False if args.no_infer_av else None, infer_vdisp=False if args.no_infer_vdisp else None,
+        seed=args.seed,
         device=args.device)
     report = {"posterior": str(posterior.save(out / "posterior.nc")), "figure": str(out / "posterior.png"), **report}
     if firefly is not None:
@@ -131,7 +139,8 @@ def _batch(args) -> int:
                        threads_per_worker=args.threads_per_worker, chunk_size=args.chunk_size, device=args.device,
                        n=args.n, keep=args.keep, steps=args.steps, likelihood=args.likelihood,
                        retry_failed=args.retry_failed, progress=not args.quiet,
-                       calibration_degree=args.calibration_degree, infer_av=not args.no_infer_av)
+                       calibration_degree=args.calibration_degree, infer_av=not args.no_infer_av,
+                       infer_vdisp=not args.no_infer_vdisp)
     _print_json(report)
     return 0 if not report["missing"] and not report["chunk_errors"] else 1
 
@@ -158,6 +167,15 @@ def _lsf_check(args) -> int:
 
     table = line_spread_comparison(args.files, firefly_dir=args.firefly_dir, n=args.n, keep=args.keep,
                                    steps=args.steps, seed=args.seed, device=args.device, progress=not args.quiet)
+    _print_json(table, args.out)
+    return 0
+
+
+def _vdisp_check(args) -> int:
+    from .experiments import vdisp_comparison
+
+    table = vdisp_comparison(args.files, firefly_dir=args.firefly_dir, n=args.n, keep=args.keep, steps=args.steps,
+                             seed=args.seed, device=args.device, progress=not args.quiet)
     _print_json(table, args.out)
     return 0
 
@@ -314,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--no-infer-av", action="store_true",
                        help="keep A_V at 0 where no --av or FIREFLY value is given (default: inferred through the "
                             "calibration polynomial's shape, sfhkit.attenuation)")
+    infer.add_argument("--no-infer-vdisp", action="store_true",
+                       help="keep sigma_v at 0 (the instrument's line spread alone) where neither --vdisp nor the file "
+                            "gives one (default: inferred with the history, sfhkit.dispersion)")
     infer.add_argument("--zoom", nargs="*", default=list(DEFAULT_ZOOM_LINES), help="lines to zoom on (line list names)")
     infer.add_argument("--out", default=None, help="output folder (default outputs/<spectrum>)")
     _add_sampler_arguments(infer)
@@ -341,6 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     poly.add_argument("--quiet", action="store_true")
     _add_sampler_arguments(poly, likelihood_choice=False)
     poly.set_defaults(func=_polynomial_check)
+
+    vc = sub.add_parser("vdisp-check", help="sigma_v inferred on SDSS spectra against the pipeline's VDISP (JSON)",
+                        description="Fit each SDSS spec file with its VDISP set aside and sigma_v inferred "
+                                    "(sfhkit.dispersion); print the inferred value beside VDISP +- VDISP_ERR.")
+    vc.add_argument("files", nargs="+", help="SDSS spec-PLATE-MJD-FIBER.fits files")
+    vc.add_argument("--firefly-dir", default=None, help="take A_V from spFly files here (else A_V = 0)")
+    vc.add_argument("--out", default=None, help="also write the JSON here")
+    vc.add_argument("--quiet", action="store_true")
+    _add_sampler_arguments(vc, likelihood_choice=False)
+    vc.set_defaults(func=_vdisp_check)
 
     nui = sub.add_parser("nuisance-check", help="bias with fixed vs inferred A_V and velocity dispersion on mocks (JSON)",
                          description="Mocks with A_V 0.5 and sigma_v 200 km/s fitted at the true values, at wrong "
@@ -464,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "through the polynomial (sfhkit.attenuation); reports A_V's coverage and pulls (--av unused)")
     cal.add_argument("--calibration-sd", type=float, default=None,
                      help="with --infer-av: the calibration prior's sd per Legendre coefficient (default 0.05)")
+    cal.add_argument("--vdisp-mocks", action="store_true",
+                     help="mocks with a velocity dispersion from U(80, 350) km/s through a 70 km/s instrument, fitted "
+                          "without a catalogue sigma_v (the instrument's line spread alone, unless --infer-vdisp)")
+    cal.add_argument("--infer-vdisp", action="store_true",
+                     help="--vdisp-mocks with sigma_v inferred (sfhkit.dispersion); reports its coverage and pulls")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--out", default=None, help="write the full JSON report here")
     cal.add_argument("--plot", default=None, help="save the coverage figure (PNG) here")
@@ -492,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="flux-calibration polynomial for real spectra (0: none; default 8 with --likelihood cla)")
     batch.add_argument("--no-infer-av", action="store_true",
                        help="keep A_V at 0 for spectra without an av column or FIREFLY value (default: inferred)")
+    batch.add_argument("--no-infer-vdisp", action="store_true",
+                       help="no velocity dispersion for spectra without a VDISP or vdisp column (default: inferred)")
     batch.add_argument("--retry-failed", action="store_true", help="try the galaxies that failed before again")
     batch.add_argument("--quiet", action="store_true")
     batch.set_defaults(func=_batch)
@@ -510,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     fwd.add_argument("--device", default="cpu")
     fwd.add_argument("--no-bagpipes", action="store_true")
     from .bench import STABILITY_GALAXIES, STABILITY_STEPS, main_batch, main_forward, main_posterior, main_prior, \
-        main_stability
+        main_stability, main_vdisp
     from .sampler import DEFAULT_INTEGRATOR, INTEGRATORS
 
     fwd.set_defaults(func=main_forward)
@@ -532,6 +570,13 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--seed", type=int, default=0)
     bp.add_argument("--device", default="cpu")
     bp.set_defaults(func=main_posterior)
+    bv = bench_sub.add_parser("vdisp", help="cost of inferring sigma_v against a fit at a catalogue sigma_v (ratio)")
+    bv.add_argument("--n", type=int, default=120)
+    bv.add_argument("--keep", type=int, default=None, help=KEEP_HELP)
+    bv.add_argument("--steps", type=int, default=None, help="default: the sampler's")
+    bv.add_argument("--seed", type=int, default=0)
+    bv.add_argument("--device", default="cpu")
+    bv.set_defaults(func=main_vdisp)
     bb = bench_sub.add_parser("batch", help="galaxies per hour of sfhkit batch at 1 and 2 workers, vectorised or not")
     bb.add_argument("--galaxies", type=int, default=8)
     bb.add_argument("--n", type=int, default=120)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .fluxcal import default_degree
@@ -36,7 +38,8 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
                     line_spread: bool = True, velocity_dispersion_kms: float | None = None, n: int = 120,
                     keep: int | None = None, steps: int | None = None, likelihood: str = "cla", cla: str = "jacobian",
                     fit_nuisance: bool = False, model_error: float = 0.0, mask_worst_residuals: int = 0,
-                    calibration_degree: int | None = None, infer_av: bool | None = None, seed: int = 0,
+                    calibration_degree: int | None = None, infer_av: bool | None = None,
+                    infer_vdisp: bool | None = None, seed: int = 0,
                     device: str = "cpu", prior=None, grid=None, progress: bool = True):
     """A real spectrum -> posterior with the embedded prior: emission-line, sky and user masks
     (sfhkit.lines.apply_masks), the line-spread function of the spectrum's velocity dispersion
@@ -49,16 +52,18 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
     with the default likelihood, none with the others).
     `infer_av`: A_V inferred through the polynomial's shape (sfhkit.attenuation); default: where the
     spectrum has no catalogue A_V (`should_infer_av`) and the nuisance mode is off.
+    `infer_vdisp`: the velocity dispersion inferred with the history (sfhkit.dispersion); default:
+    where neither the spectrum nor `velocity_dispersion_kms` gives one, the instrument's resolution
+    is known (`should_infer_vdisp`) and the nuisance mode is off.
     `mask_worst_residuals=3` then refits without the three areas of largest negative residual, as the
     paper does (sfhkit.lines.largest_negative_residual_ranges); the report says which.
 
     Returns (posterior, report): report holds the run time, the median chi^2 per pixel, the
     skewness of the posterior-median residuals, the masks and the derived quantities."""
-    from dataclasses import replace
-
     from scipy.stats import skew
 
     from .attenuation import infer_av as infer_av_of, should_infer_av
+    from .dispersion import sample_with_vdisp, should_infer_vdisp
     from .lines import apply_masks, largest_negative_residual_ranges
     from .nuisance import sample_with_nuisance
     from .prior import Prior
@@ -87,6 +92,11 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
         infer_av = should_infer_av(observation, calibration_degree) and not fit_nuisance
     if infer_av and (fit_nuisance or observation.av != 0):
         raise ValueError("inferring A_V needs a fit at A_V = 0 without the nuisance mode")
+    if infer_vdisp is None:
+        infer_vdisp = velocity_dispersion_kms is None and should_infer_vdisp(observation, line_spread) \
+            and not fit_nuisance
+    if infer_vdisp and (fit_nuisance or velocity_dispersion_kms is not None or not line_spread):
+        raise ValueError("inferring sigma_v needs the line-spread function, no given sigma_v and no nuisance mode")
     if fit_nuisance and (not line_spread or likelihood != "cla" or cla != "jacobian"):
         raise ValueError("the nuisance mode needs the line-spread function and the default likelihood")
     grid = grid or SSPGrid.default(progress=progress)
@@ -97,12 +107,20 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
                                 steps=steps or DEFAULT_STEPS, seed=seed, progress=progress,
                                 calibration_degree=calibration_degree)
 
+    def sample_inferring_vdisp(obs, instrument_model):
+        return sample_with_vdisp(replace(obs, velocity_dispersion_kms=None, metadata=dict(obs.metadata)), prior, grid,
+                                 n=n, keep=keep, steps=steps, seed=seed, calibration_degree=calibration_degree,
+                                 likelihood=likelihood, cla=cla, instrument_model=instrument_model, progress=progress)
+
     obs = prepared()
     model, extra = None, {}
     if fit_nuisance:
         posterior, extra["nuisance"] = sample_with_nuisance(obs, prior, grid, vdisp_start_kms=velocity_dispersion_kms,
                                                             n=n, keep=keep, steps=steps, seed=seed, progress=progress,
                                                             calibration_degree=calibration_degree)
+    elif infer_vdisp:     # the instrument-only model, kept for the refit below (masks do not change it)
+        instrument_model = obs.forward_model(grid, line_spread=obs.line_spread(0.0), device=device)
+        posterior = sample_inferring_vdisp(obs, instrument_model)
     else:
         model = obs.forward_model(grid, line_spread=obs.line_spread(velocity_dispersion_kms) if line_spread else None,
                                   device=device)
@@ -114,9 +132,12 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
                                                  n=mask_worst_residuals)
         extra.update(first_fit=fit_quality(posterior), masked_worst_residual_ranges=worst)
         obs = prepared(worst, posterior.observation if fit_nuisance else None)
-        if model is None:
-            model = obs.forward_model(grid, line_spread=obs.line_spread(), device=device)
-        posterior = sample(obs, model)
+        if infer_vdisp:
+            posterior = sample_inferring_vdisp(obs, instrument_model)
+        else:
+            if model is None:
+                model = obs.forward_model(grid, line_spread=obs.line_spread(), device=device)
+            posterior = sample(obs, model)
     if infer_av:
         posterior = infer_av_of(posterior, seed=seed)
     obs = posterior.observation
@@ -135,14 +156,26 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
     report = {"source": obs.metadata.get("source"), "redshift": obs.redshift,
               "av": posterior.summary()["av"] if infer_av else obs.av,
               "av_source": obs.metadata.get("av_source", "given"),
-              "velocity_dispersion_kms": obs.velocity_dispersion_kms,
-              "velocity_dispersion_source": obs.metadata.get("velocity_dispersion_source",
-                                                             "given" if velocity_dispersion_kms else "the survey's"),
+              "velocity_dispersion_kms": posterior.summary()["vdisp_kms"] if infer_vdisp
+              else obs.velocity_dispersion_kms,
+              "velocity_dispersion_source": obs.metadata.get("velocity_dispersion_source", _vdisp_source(
+                  observation, velocity_dispersion_kms, line_spread)),
               "seconds": posterior.config["seconds"], "n_used_pixels": obs.n_used, **fit_quality(posterior),
               "warnings": posterior.warnings(),
               "line_spread": posterior.config["line_spread"], "masks": obs.metadata["masks"],
               "derived": posterior.summary(), **extra}
     return posterior, report
+
+
+def _vdisp_source(observation, velocity_dispersion_kms, line_spread: bool) -> str:
+    """Where a fit's sigma_v came from when it was not inferred."""
+    if not line_spread:
+        return "none: no line-spread function (the paper's model)"
+    if velocity_dispersion_kms is not None:
+        return "given"
+    if observation.velocity_dispersion_kms is not None:
+        return "the survey's"
+    return "unknown, not inferred: the instrument's line spread alone (sigma_v = 0)"
 
 
 def _compare_fits(paths, settings, *, firefly_dir=None, n: int = 120, keep: int | None = None,
@@ -195,6 +228,41 @@ def line_spread_comparison(paths, *, firefly_dir=None, n: int = 120, keep: int |
             "rows": rows}
 
 
+def vdisp_comparison(paths, *, firefly_dir=None, n: int = 120, keep: int | None = None, steps: int | None = None,
+                     seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+    """Each SDSS spec file fitted with its catalogue velocity dispersion set aside and sigma_v
+    inferred (sfhkit.dispersion), A_V from FIREFLY's fit in `firefly_dir` where there is one (else
+    0), the default polynomial: the inferred sigma_v beside the SDSS pipeline's VDISP +- VDISP_ERR
+    (an independent measurement: a template fit to the absorption lines)."""
+    from .prior import Prior
+    from .ssp import SSPGrid
+    from .surveys.firefly import find_spfly, read_spfly
+    from .surveys.sdss import read_spec
+
+    grid, prior = SSPGrid.default(progress=progress), Prior.default(device)
+    rows = []
+    for path in paths:
+        obs = read_spec(path)
+        spfly = find_spfly(obs.metadata["spec_id"], firefly_dir) if firefly_dir else None
+        catalogue_kms = obs.velocity_dispersion_kms
+        unknown = replace(obs, av=read_spfly(spfly).av if spfly else 0.0, velocity_dispersion_kms=None,
+                          metadata=dict(obs.metadata))
+        posterior, report = real_experiment(unknown, infer_vdisp=True, infer_av=False, n=n, keep=keep, steps=steps,
+                                            seed=seed, device=device, prior=prior, grid=grid, progress=progress)
+        inferred = posterior.summary()["vdisp_kms"]
+        error = obs.metadata.get("velocity_dispersion_err_kms")
+        rows.append({"spectrum": obs.metadata["spec_id"], "av": round(unknown.av, 3),
+                     "sdss_vdisp_kms": catalogue_kms, "sdss_vdisp_err_kms": error,
+                     "inferred_vdisp_kms": round(inferred["mean"], 1), "inferred_sd_kms": round(inferred["std"], 1),
+                     "difference_in_combined_sd": None if catalogue_kms is None else round(
+                         (inferred["mean"] - catalogue_kms) / np.hypot(inferred["std"], error or 0.0), 2),
+                     "first_pass_kms": posterior.config["vdisp_inference"]["first_pass"]["median_kms"],
+                     "median_chi2_per_pixel": round(report["median_chi2_per_pixel"], 3),
+                     "residual_skewness": round(report["residual_skewness"], 3), "seconds": report["seconds"]})
+    return {"experiment": "sigma_v inferred against the SDSS pipeline's VDISP", "n": n, "keep": keep,
+            "steps": steps, "seed": seed, "rows": rows}
+
+
 def calibration_polynomial_comparison(paths, *, degrees=(0, 4, 8, 12), firefly_dir=None, n: int = 120,
                                       keep: int | None = None, steps: int | None = None, seed: int = 0,
                                       device: str = "cpu", progress: bool = True) -> dict:
@@ -216,8 +284,6 @@ def nuisance_experiment(indices=(2122, 100, 1000, 3000), *, true_av: float = 0.5
     three ways: fixed at the truth, fixed at wrong values (`start_*`), and with the nuisance mode
     (sfhkit.nuisance) started from those wrong values.  Returns, per galaxy and mode, the error of
     the posterior mean of log formed mass and mass-weighted age and the A_V and sigma_v used."""
-    from dataclasses import replace
-
     from .data import load_histories
     from .forward import ForwardModel
     from .lsf import LineSpread

@@ -301,6 +301,26 @@ class ForwardModel(torch.nn.Module):
         e_hi = per_template.gather(2, (lower + 1).unsqueeze(-1)).squeeze(-1)
         return (w_lo * e_lo + w_hi * e_hi).sum(1)
 
+    def broadened(self, sigma_kms, line_spread: LineSpread | None = None) -> "ForwardModel":
+        """A copy whose spectra are this model's convolved with a Gaussian of velocity sigma
+        `sigma_kms` (per observed pixel, sfhkit.lsf.broadening_matrix), before dust: the model at a
+        larger velocity dispersion in milliseconds instead of a rebuild (seconds), exact up to the
+        pixel sampling (sfhkit.dispersion).  `line_spread` is recorded as the copy's."""
+        import copy
+
+        operator = broadening_matrix(self.wavelength, sigma_kms)
+
+        def convolve(tensor):       # along the last (pixel) axis
+            rows = tensor.detach().double().cpu().numpy().reshape(-1, tensor.shape[-1])
+            return self._t((operator @ rows.T).T.reshape(tensor.shape))
+
+        model = copy.deepcopy(self)
+        for name in ("basis", "templates", "dust_template"):
+            if hasattr(model, name):
+                setattr(model, name, convolve(getattr(model, name)))
+        model.line_spread = line_spread
+        return model
+
     def extra_repr(self):
         return (f"z={self.redshift}, av={self._av}, n_wavelength={self.wavelength.size}, "
                 f"active_bins={self.active_bins.numel()}/{self.n_bins}, rank={self.rank}, "

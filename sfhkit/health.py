@@ -15,6 +15,8 @@ explorer show the same list (`Posterior.warnings()`).
     draws_at_cap          a draw has an SFR at the prior's cap (MAX_SFR, 1e4 Msun/yr)    warning
     av_at_prior_edge      inferred A_V (sfhkit.attenuation) has its median within         caution
                           AV_EDGE_MAG (0.1 mag) of the prior's upper end (2 mag)
+    vdisp_at_prior_edge   inferred sigma_v (sfhkit.dispersion) has its median within      caution
+                          VDISP_EDGE_KMS (10 km/s) of an end of its prior (40-450 km/s)
 
 Thresholds: a fit to the noise gives chi^2 per pixel about 1; the shared SDSS early types fitted
 with the line-spread function give 1.2-1.5; the failed fits of issue 16 and a broad-line AGN (7.6)
@@ -37,6 +39,7 @@ CHI2_PER_PIXEL_LIMIT = 3.0
 MASKED_FRACTION_LIMIT = 0.30
 GRID_EDGE_DEX = 0.05
 AV_EDGE_MAG = 0.1
+VDISP_EDGE_KMS = 10.0
 MASS_AT_EDGE_LIMIT = 0.5
 NON_GALAXY_CLASSES = ("QSO", "STAR")
 ACTIVE_SUBCLASS_WORDS = ("BROADLINE", "AGN")
@@ -114,6 +117,17 @@ def fit_warnings(posterior) -> list[dict]:
                                 f"inferred A_V is {av:.2f} mag, at the top of its prior (0-{AV_PRIOR_MAX_MAG:g} mag): the "
                                 "galaxy is dustier than the prior allows, or its continuum's shape is off by more than "
                                 "the calibration prior", av, AV_PRIOR_MAX_MAG, "spectrum"))
+    if posterior.vdisp_kms is not None:
+        from .dispersion import VDISP_PRIOR_KMS
+
+        vdisp = float(np.median(posterior.vdisp_kms[posterior.kept]))
+        low, high = VDISP_PRIOR_KMS
+        if vdisp < low + VDISP_EDGE_KMS or vdisp > high - VDISP_EDGE_KMS:
+            out.append(_warning("vdisp_at_prior_edge", "caution",
+                                f"inferred sigma_v is {vdisp:.0f} km/s, at an end of its prior ({low:.0f}-{high:.0f} "
+                                "km/s): below it the lines are not resolved, above it the widths are not a galaxy's "
+                                "stars' (an active nucleus, a merger, a wrong redshift)", vdisp,
+                                low if vdisp < low + VDISP_EDGE_KMS else high, "spectrum"))
     return out
 
 

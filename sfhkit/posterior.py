@@ -17,7 +17,8 @@ names (chain, draw); units are in each variable's attrs:
 
     /posterior               sfr (chain, draw, time_bin), log_z, the derived quantities, the
                              flux-calibration polynomial's coefficients where one was fitted, and
-                             each draw's A_V (av) where it was inferred
+                             each draw's A_V (av) and velocity dispersion (vdisp, km/s) where
+                             they were inferred
     /posterior_predictive    flux (chain, draw, wavelength)
     /observed_data           flux, sigma, mask (wavelength); a mock's noiseless flux, a survey's
                              pipeline model and sky, the instrument's sigma where known
@@ -93,6 +94,7 @@ class Posterior:
     config: dict = field(default_factory=dict)
     calibration: np.ndarray | None = None  # (n, degree) flux-calibration polynomial coefficients (sfhkit.fluxcal)
     av: np.ndarray | None = None           # (n,) Calzetti A_V (mag) of each draw, where A_V was inferred
+    vdisp_kms: np.ndarray | None = None    # (n,) stellar velocity dispersion (km/s) of each draw, where inferred
 
     @classmethod
     def from_draws(cls, observation, histories, spectra, chi2, mean_abs_residual, surviving_mass_msun, *,
@@ -136,12 +138,15 @@ class Posterior:
 
     def summary(self, kept_only: bool = True) -> dict[str, dict]:
         """Mean and standard deviation of each derived quantity, with its unit; and of A_V ("av",
-        mag) where it was inferred."""
+        mag) and sigma_v ("vdisp_kms", km/s) where they were inferred."""
         out = {name: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "unit": DERIVED_UNITS[name]}
                for name, v in self.derived(kept_only).items()}
         if self.av is not None:
             av = self.av[self.kept] if kept_only else self.av
             out["av"] = {"mean": float(av.mean()), "std": float(av.std()), "unit": "mag"}
+        if self.vdisp_kms is not None:
+            vdisp = self.vdisp_kms[self.kept] if kept_only else self.vdisp_kms
+            out["vdisp_kms"] = {"mean": float(vdisp.mean()), "std": float(vdisp.std()), "unit": "km/s"}
         return out
 
     def calibration_polynomial(self, kept_only: bool = True) -> np.ndarray | None:
@@ -194,6 +199,10 @@ class Posterior:
             prior = self.config.get("av_inference", {}).get("prior", "prior not recorded")
             posterior["av"] = (cd, self.av[None], {"units": "mag", "long_name": "Calzetti A_V, inferred from the "
                                                    f"calibration polynomial's shape (sfhkit.attenuation; {prior})"})
+        if self.vdisp_kms is not None:
+            prior = self.config.get("vdisp_inference", {}).get("prior", "prior not recorded")
+            posterior["vdisp"] = (cd, self.vdisp_kms[None], {"units": "km/s", "long_name": "stellar line-of-sight "
+                                                             f"velocity dispersion, inferred (sfhkit.dispersion; {prior})"})
         predictive = xr.Dataset({"flux": (cd + ("wavelength",), self.spectra[None], {"units": FLUX_UNIT})},
                                 coords={**draw, **wave_coord})
         observed = xr.Dataset({"flux": ("wavelength", obs.flux, {"units": FLUX_UNIT}),
@@ -274,4 +283,5 @@ class Posterior:
                    stats["kept"].values[0].astype(bool), float(attrs["age_at_z_gyr"]), time_bins,
                    json.loads(attrs["config"]),
                    post["calibration_coefficients"].values[0] if "calibration_coefficients" in post else None,
-                   post["av"].values[0] if "av" in post else None)
+                   post["av"].values[0] if "av" in post else None,
+                   post["vdisp"].values[0] if "vdisp" in post else None)

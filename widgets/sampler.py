@@ -1,12 +1,14 @@
 """Sampler panel: draws, steps, likelihood, device (the GPU when there is one), the flux-calibration
-polynomial's degree and whether A_V is inferred, Start and Cancel, a progress bar with the time
+polynomial's degree and whether A_V and sigma_v are inferred, Start and Cancel, a progress bar with the time
 left.  Sampling runs in a background thread, so the other controls stay live; the posterior lands
 in the shared state when done, and errors are shown here.
 
 A real spectrum gets what `sfhkit infer` gives it: the polynomial at sfhkit.fluxcal's default
 degree, and A_V inferred through the polynomial's shape (sfhkit.attenuation) where the spectrum
-has no catalogue A_V.  With "infer A_V" the fit runs at A_V = 0 whatever the slider says, and the
-slider moves to the inferred median when the posterior lands.  Mocks get neither."""
+has no catalogue A_V, and sigma_v inferred with the history (sfhkit.dispersion) where it has no
+catalogue sigma_v but a known instrumental resolution.  With "infer A_V" the fit runs at A_V = 0
+whatever the slider says, with "infer sigma_v" from no sigma_v; the sliders move to the inferred
+medians when the posterior lands.  Mocks get neither."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 
 from sfhkit import SamplingCancelled, sample_posterior
 from sfhkit.attenuation import infer_av, should_infer_av
+from sfhkit.dispersion import sample_with_vdisp, should_infer_vdisp
 from sfhkit.fluxcal import default_degree
 
 from ._common import BackgroundTask, error_html
@@ -45,6 +48,7 @@ class SamplerPanel(w.VBox):
         self.calibration_degree = w.BoundedIntText(value=0, min=0, max=20, description="poly. degree",
                                                    tooltip="multiplicative flux-calibration polynomial (0: none)")
         self.infer_av = w.Checkbox(value=False, description="infer A_V (fit at A_V = 0)", indent=False)
+        self.infer_vdisp = w.Checkbox(value=False, description="infer sigma_v", indent=False)
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop", disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=1, description="sampling")
@@ -61,11 +65,11 @@ class SamplerPanel(w.VBox):
         self.cancel_button.on_click(lambda _: self.cancel())
         super().__init__([w.HTML("<h3>Sampler</h3>"), w.HBox([self.n, self.keep, self.steps]),
                           w.HBox([self.likelihood, self.device, self.seed]),
-                          w.HBox([self.calibration_degree, self.infer_av]),
+                          w.HBox([self.calibration_degree, self.infer_av, self.infer_vdisp]),
                           w.HBox([self.start_button, self.cancel_button, self.progress, self.eta]), self.message])
 
     def set_real_spectrum_defaults(self) -> None:
-        """The polynomial and A_V inference as `sfhkit infer` sets them for the loaded galaxy."""
+        """The polynomial, A_V and sigma_v inference as `sfhkit infer` sets them for the loaded galaxy."""
         galaxy = self.state.galaxy
         if galaxy is None:
             return
@@ -73,6 +77,7 @@ class SamplerPanel(w.VBox):
         real = observation.metadata.get("kind") != "mock"
         self.calibration_degree.value = default_degree(self.likelihood.value) if real else 0
         self.infer_av.value = should_infer_av(observation, self.calibration_degree.value)
+        self.infer_vdisp.value = real and should_infer_vdisp(observation)
 
     def _forward_model(self, observation, device):
         galaxy = self.state.galaxy
@@ -90,7 +95,7 @@ class SamplerPanel(w.VBox):
 
     def _run(self, observation, settings):
         device = settings.pop("device")
-        inferring_av = settings.pop("infer_av")
+        inferring_av, inferring_vdisp = settings.pop("infer_av"), settings.pop("infer_vdisp")
         prior = self.state.prior(device)
         model = self._forward_model(observation, prior.device)
         self.message.value = "sampling ..."
@@ -105,8 +110,12 @@ class SamplerPanel(w.VBox):
                 left = (now - started) / step * (steps - step)
                 self.eta.value = f"{step}/{steps} steps, {left:.0f} s left"
 
-        posterior = sample_posterior(observation, prior, model, callback=progress, cancel=self._cancel,
-                                     progress=False, **settings)
+        if inferring_vdisp:      # `model` is then the instrument-only one (the observation has no sigma_v)
+            posterior = sample_with_vdisp(observation, prior, self.state.ssp_grid(), instrument_model=model,
+                                          callback=progress, cancel=self._cancel, progress=False, **settings)
+        else:
+            posterior = sample_posterior(observation, prior, model, callback=progress, cancel=self._cancel,
+                                         progress=False, **settings)
         return infer_av(posterior, seed=settings["seed"]) if inferring_av else posterior
 
     def start(self, wait: bool = False) -> None:
@@ -122,12 +131,17 @@ class SamplerPanel(w.VBox):
                 if not self.calibration_degree.value:
                     raise ValueError("inferring A_V needs the flux-calibration polynomial (degree > 0)")
                 observation = replace(observation, av=0.0, metadata=dict(observation.metadata))
+            if self.infer_vdisp.value:
+                if observation.instrument_sigma_kms is None:
+                    raise ValueError("inferring sigma_v needs the spectrum's instrumental resolution; this one has none")
+                observation = replace(observation, velocity_dispersion_kms=None, metadata=dict(observation.metadata))
         except ValueError as err:
             self._failed(err)
             return
         settings = dict(n=self.n.value, keep=self.keep.value, steps=self.steps.value, likelihood=self.likelihood.value,
                         seed=self.seed.value, device=self.device.value,
-                        calibration_degree=self.calibration_degree.value, infer_av=self.infer_av.value)
+                        calibration_degree=self.calibration_degree.value, infer_av=self.infer_av.value,
+                        infer_vdisp=self.infer_vdisp.value)
         self._cancel.clear()
         self.start_button.disabled, self.cancel_button.disabled = True, False
         self.progress.value, self.eta.value = 0, ""
@@ -144,6 +158,10 @@ class SamplerPanel(w.VBox):
             kept_av = posterior.av[posterior.kept]
             self.state.av = float(np.median(kept_av))
             av_text = f"; A_V inferred {kept_av.mean():.2f} +- {kept_av.std():.2f} mag"
+        if posterior.vdisp_kms is not None:         # and the inferred sigma_v
+            kept_vdisp = posterior.vdisp_kms[posterior.kept]
+            self.state.velocity_dispersion_kms = float(np.median(kept_vdisp))
+            av_text += f"; sigma_v inferred {kept_vdisp.mean():.0f} +- {kept_vdisp.std():.0f} km/s"
         self.state.posterior = posterior
         if self.state.history_kind == "truth" and self.state.galaxy.true_history is None:
             self.state.history_kind = "median"
