@@ -191,6 +191,14 @@ def test_real_spectrum_gets_the_polynomial_and_inferred_av_as_the_cli_does(share
     assert posterior.observation.av == 0 and posterior.calibration is not None
     assert posterior.av is not None and "A_V inferred" in sampler.message.value
     assert ex.state.av == pytest.approx(np.median(posterior.av[posterior.kept]))
+    assert not sampler.infer_vdisp.value                        # the file has VDISP ...
+    sampler.infer_vdisp.value = True                            # ... set aside: sigma_v inferred
+    sampler.start(wait=True)
+    assert sampler.error is None, sampler.message.value
+    posterior = ex.state.posterior
+    assert posterior.vdisp_kms is not None and "sigma_v inferred" in sampler.message.value
+    assert ex.state.velocity_dispersion_kms == pytest.approx(np.median(posterior.vdisp_kms[posterior.kept]))
+    sampler.infer_vdisp.value = False
     sampler.calibration_degree.value = 0
     sampler.start(wait=True)
     assert "polynomial" in sampler.message.value and ex.state.posterior is posterior
