@@ -9,23 +9,27 @@ the pixel is left at the library's resolution, as a model built at sigma_v does.
 (69 km/s) this matches a model built at sigma_v to chi^2 < 1.1 over 3800 pixels at S/N 20 for
 sigma_v = 40-350 km/s (tests/test_dispersion.py holds the check at 80 and 250 km/s).
 
-`sample_with_vdisp` samples in two passes:
+`sample_with_vdisp` samples in two stages:
 
-1. a short pass (FIRST_PASS_DRAWS draws, FIRST_PASS_STEPS steps) with the instrument-only model;
-   for each draw h_j the likelihood over a grid of sigma_v (`DispersionLikelihood`; the
-   calibration polynomial solved again at every sigma_v) gives the conditional
-   p(sigma_v | h_j, data), flat prior on VDISP_PRIOR_KMS; one sigma_v per draw; their median s_1;
-2. the full fit with the model at s_1 (the instrument-only model broadened: `ForwardModel.broadened`), and one sigma_v per draw from its conditional, as in 1.
+1. short passes (FIRST_PASS_DRAWS draws, FIRST_PASS_STEPS steps), the first with the
+   instrument-only model: for each draw h_j the likelihood over a grid of sigma_v
+   (`DispersionLikelihood`; the calibration polynomial solved again at every sigma_v) gives the
+   conditional p(sigma_v | h_j, data), flat prior on VDISP_PRIOR_KMS; one sigma_v per draw; their
+   median s_k; the next pass at s_k (the instrument-only model broadened: `ForwardModel.broadened`),
+   until s_k moves by at most SETTLED_KMS (MAX_SHORT_PASSES at most).  One pass is not enough:
+   histories fitted with lines too narrow take weaker lines, whose conditionals then ask for less
+   broadening (on spec-0266-51602-0614: 208, 264, 268, 268 km/s over four passes; SDSS's VDISP 254 +- 7);
+2. the full fit at the last s_k, and one sigma_v per draw from its conditional, as in 1.
 
-Step 2 is composition sampling: exact where the history posterior does not change over the range
+Stage 2 is composition sampling: exact where the history posterior does not change over the range
 of sigma_v the data allow, which holds well because broadening keeps a line's equivalent width
 (the history sets the line strengths, sigma_v their widths).  The mock calibration
 (`sfhkit calibrate --infer-vdisp`) measures what the approximation costs.  The conditionals are
 evaluated every VDISP_GRID_STEP_KMS and interpolated (cubic spline of the log-likelihood) onto
 VDISP_DRAW_STEP_KMS for the draws.
 
-Why not one pass at a default sigma_v: a 300 km/s galaxy fitted at 150 km/s gets its history from
-lines of the wrong width; the second pass fits it at the data's own width.  Why not diffuse
+Why not one fit at a default sigma_v: a 300 km/s galaxy fitted at 150 km/s gets its history from
+lines of the wrong width; the full fit runs at the data's own width.  Why not diffuse
 sigma_v with the history: the same reason as A_V's (sfhkit.attenuation): draws along a ridge that
 does not settle.
 """
@@ -47,6 +51,8 @@ VDISP_GRID_STEP_KMS = 5.0
 VDISP_DRAW_STEP_KMS = 0.5
 FIRST_PASS_DRAWS = 32
 FIRST_PASS_STEPS = 100
+MAX_SHORT_PASSES = 3       # short passes at most before the full fit
+SETTLED_KMS = 5.0          # sigma_v has settled when a short pass moves it by no more than this
 
 
 def should_infer_vdisp(observation, line_spread: bool = True) -> bool:
@@ -125,12 +131,12 @@ def sample_with_vdisp(observation, prior, grid, *, n: int = 120, keep: int | Non
                       seed: int = 0, calibration_degree: int = 0, likelihood: str = "cla", cla: str = "jacobian",
                       first_pass_draws: int = FIRST_PASS_DRAWS, first_pass_steps: int = FIRST_PASS_STEPS,
                       instrument_model=None, callback=None, cancel=None, progress: bool = True):
-    """The two passes of the module docstring.  Returns the posterior of the second pass, whose
-    draws carry sigma_v (`vdisp_kms`, km/s); its observation holds s_1, the value the histories
+    """The two stages of the module docstring.  Returns the posterior of the full fit, whose
+    draws carry sigma_v (`vdisp_kms`, km/s); its observation holds the last s_k, the value the histories
     were sampled at, and says so in metadata["velocity_dispersion_source"].  `instrument_model`: the
     observation's ForwardModel with the instrument's line spread alone, where one is at hand (a
     build takes seconds); default: built here.  `callback` and `cancel` go to the full fit's
-    sample_posterior (`cancel` to the first pass's too)."""
+    sample_posterior (`cancel` to the short passes' too)."""
     from .sampler import DEFAULT_STEPS, sample_posterior
 
     if observation.instrument_sigma_kms is None:
@@ -152,13 +158,19 @@ def sample_with_vdisp(observation, prior, grid, *, n: int = 120, keep: int | Non
 
     steps = steps or DEFAULT_STEPS
     first_pass_draws, first_pass_steps = min(first_pass_draws, n), min(first_pass_steps, steps)   # never above the fit
-    first = fit(observation, instrument_model, first_pass_draws, first_pass_steps, None, False)
-    first_draws = dispersion.draws(first.histories, rng)
-    first_kms = float(np.round(np.median(first_draws)))
+    path_kms, model = [], instrument_model           # short passes until sigma_v settles
+    for _ in range(MAX_SHORT_PASSES):
+        at = observation if not path_kms else replace(observation, velocity_dispersion_kms=path_kms[-1],
+                                                       metadata=dict(observation.metadata))
+        short = fit(at, model, first_pass_draws, first_pass_steps, None, False)
+        path_kms.append(float(np.round(np.median(dispersion.draws(short.histories, rng)))))
+        if len(path_kms) > 1 and abs(path_kms[-1] - path_kms[-2]) <= SETTLED_KMS:
+            break
+        model = dispersion.model_at(path_kms[-1])
+    first_kms = path_kms[-1]
     if progress:
-        print(f"sigma_v, first pass ({first_pass_draws} draws): {first_kms:.0f} km/s "
-              f"(16-84 % {np.percentile(first_draws, 16):.0f}-{np.percentile(first_draws, 84):.0f}); "
-              "the full fit at that value", flush=True)
+        print(f"sigma_v, short passes ({first_pass_draws} draws): {' -> '.join(f'{v:.0f}' for v in path_kms)} km/s; "
+              "the full fit at the last", flush=True)
     at_first = replace(observation, velocity_dispersion_kms=first_kms, metadata=dict(observation.metadata))
     posterior = fit(at_first, dispersion.model_at(first_kms), n, steps, keep, progress, callback)
     vdisp = dispersion.draws(posterior.histories, rng)
@@ -168,8 +180,8 @@ def sample_with_vdisp(observation, prior, grid, *, n: int = 120, keep: int | Non
         f"inferred: {kept.mean():.0f} +- {kept.std():.0f} km/s (prior uniform {low:.0f}-{high:.0f} km/s; "
         f"sfhkit.dispersion); the histories sampled at {first_kms:.0f} km/s")
     config = {**posterior.config, "vdisp_inference": {
-        "prior": f"uniform {low:.0f}-{high:.0f} km/s", "first_pass": {"draws": first_pass_draws,
-                                                                     "steps": first_pass_steps, "median_kms": first_kms},
+        "prior": f"uniform {low:.0f}-{high:.0f} km/s",
+        "short_passes": {"draws": first_pass_draws, "steps": first_pass_steps, "medians_kms": path_kms},
         "grid_step_kms": VDISP_GRID_STEP_KMS,
-        "method": "two passes; per draw the conditional of sigma_v given its history (sfhkit.dispersion)"}}
+        "method": "short passes until sigma_v settles, then the full fit; per draw the conditional of sigma_v given its history (sfhkit.dispersion)"}}
     return replace(posterior, config=config, vdisp_kms=vdisp)

@@ -256,7 +256,7 @@ def vdisp_comparison(paths, *, firefly_dir=None, n: int = 120, keep: int | None 
                      "inferred_vdisp_kms": round(inferred["mean"], 1), "inferred_sd_kms": round(inferred["std"], 1),
                      "difference_in_combined_sd": None if catalogue_kms is None else round(
                          (inferred["mean"] - catalogue_kms) / np.hypot(inferred["std"], error or 0.0), 2),
-                     "first_pass_kms": posterior.config["vdisp_inference"]["first_pass"]["median_kms"],
+                     "short_passes_kms": posterior.config["vdisp_inference"]["short_passes"]["medians_kms"],
                      "median_chi2_per_pixel": round(report["median_chi2_per_pixel"], 3),
                      "residual_skewness": round(report["residual_skewness"], 3), "seconds": report["seconds"]})
     return {"experiment": "sigma_v inferred against the SDSS pipeline's VDISP", "n": n, "keep": keep,

@@ -94,7 +94,7 @@ def test_draws_follow_a_known_conditional(grid, instrument_model, monkeypatch):
 
 def test_mock_at_250_kms_recovered(grid, tmp_path):
     """A 250 km/s mock (S/N 20, model built at 250 km/s) fitted with no sigma_v: sigma_v within 3
-    sigma of the truth, the histories sampled at the first pass's value (within 25 km/s), the draws
+    sigma of the truth, the histories sampled at the last short pass's value (within 25 km/s), the draws
     in the posterior file and the summary, the source stated."""
     from sfhkit.posterior import Posterior
 
@@ -107,7 +107,9 @@ def test_mock_at_250_kms_recovered(grid, tmp_path):
     assert abs(vdisp.mean() - 250.0) < 3 * vdisp.std() and 2.0 < vdisp.std() < 25.0
     assert abs(post.observation.velocity_dispersion_kms - 250.0) < 25.0
     assert post.observation.metadata["velocity_dispersion_source"].startswith("inferred")
-    assert post.config["vdisp_inference"]["first_pass"]["draws"] == 24     # never more than the fit's
+    passes = post.config["vdisp_inference"]["short_passes"]
+    assert passes["draws"] == 24 and passes["medians_kms"][-1] == post.observation.velocity_dispersion_kms
+    assert 1 <= len(passes["medians_kms"]) <= 3
     assert post.summary()["vdisp_kms"]["unit"] == "km/s"
     assert post.median_chi2_per_pixel() < 1.2
     back = Posterior.load(post.save(tmp_path / "p.nc"))
