@@ -294,7 +294,7 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
 
         started = time.perf_counter()
         posteriors = [None] * len(loaded)
-        for i, (row, _, obs, model) in enumerate(loaded):     # one at a time: two passes, a model each
+        for i, (row, _, obs, model) in enumerate(loaded):     # one at a time: short passes and a full fit each
             if infers_vdisp(obs):
                 try:
                     posteriors[i] = sample_with_vdisp(

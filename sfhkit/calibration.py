@@ -199,7 +199,8 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
             raise ValueError("infer_av needs the calibration polynomial (calibration_degree > 0)")
         av = 0.0                     # the fit's A_V: the attenuation is inferred through the polynomial
     prior = prior or Prior.default()
-    grid = SSPGrid.default(progress=progress)
+    # The grid only where a model is built here (a caller's model comes without one).
+    grid = SSPGrid.default(progress=progress) if model is None or vdisp_mocks else None
     # With vdisp_mocks the fit's model has the instrument's line spread alone (sigma_v unknown).
     model = model or ForwardModel(grid, sdss_wavelength(), redshift=redshift, av=av, device=prior.device,
                                   line_spread=LineSpread(0.0, MOCK_INSTRUMENT_SIGMA_KMS) if vdisp_mocks else None)
@@ -320,11 +321,10 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
         report[key].update(tarp_null(n_galaxies, draws_per_galaxy, report[key]["max_abs_deviation"], seed=seed))
     # A_V and sigma_v where inferred: coverage, and pulls (truth - mean) / std, which fall within 1 (2)
     # sigma 68 (95) % of the time.
-    for name, inferred, truth_key, attribute in (("av", infer_av, "true_av", "av"),
-                                                 ("vdisp_kms", infer_vdisp, "true_vdisp_kms", "vdisp_kms")):
+    for name, inferred in (("av", infer_av), ("vdisp_kms", infer_vdisp)):     # Posterior attributes
         if inferred:
-            truth = np.array([p.observation.metadata[truth_key] for p in posteriors])
-            draws = np.stack([getattr(p, attribute)[p.kept] for p in posteriors])
+            truth = np.array([p.observation.metadata[f"true_{name}"] for p in posteriors])
+            draws = np.stack([getattr(p, name)[p.kept] for p in posteriors])
             _add_nuisance_report(report, name, truth, draws)
     quantity_coverage = [(report["coverage"][name][f"{level:.2f}"], level) for name in QUANTITIES for level in LEVELS]
     quantity_coverage += [(report["coverage"]["sfr_per_bin"][f"{level:.2f}"]["observed_bins_mean"], level)
