@@ -261,7 +261,7 @@ def _finished(out: Path, identifier: str, retry_failed: bool = False) -> bool:
 def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
     """Sample every galaxy of `rows` in one batch; write the files of those not finished yet.
     Returns their summaries (status "ok" or "failed")."""
-    from .attenuation import infer_av, should_infer_av
+    from .attenuation import first_pass_av, infer_av, should_infer_av
     from .dispersion import sample_with_vdisp, should_infer_vdisp
     from .sampler import sample_posterior
 
@@ -283,9 +283,26 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
         def degree_of(obs):        # real spectra get the flux-calibration polynomial, mocks none
             return 0 if obs.metadata.get("kind") == "mock" else settings.get("calibration_degree", 0)
 
-        def finished(posterior, row):   # A_V inferred where the spectrum has no catalogue value
-            obs = posterior.observation
-            if settings.get("infer_av", True) and should_infer_av(obs, degree_of(obs)):
+        def infers_av(obs):        # A_V inferred where the spectrum has no catalogue value
+            return settings.get("infer_av", True) and should_infer_av(obs, degree_of(obs))
+
+        def at_fit_av(observations, models, seeds):
+            """Those that infer A_V at the A_V of a short first pass (sfhkit.attenuation), in one batch
+            per model."""
+            observations = list(observations)
+            for model in {id(m): m for m in models}.values():
+                group = [i for i, (o, m) in enumerate(zip(observations, models)) if m is model and infers_av(o)]
+                if group:
+                    moved = first_pass_av([observations[i] for i in group], state["prior"], model, n=settings["n"],
+                                          steps=settings["steps"], seed=[seeds[i] for i in group],
+                                          likelihood=settings["likelihood"],
+                                          calibration_degree=degree_of(observations[group[0]]))
+                    for i, o in zip(group, moved):
+                        observations[i] = o
+            return observations
+
+        def finished(posterior, row):
+            if infers_av(posterior.observation):
                 return infer_av(posterior, seed=galaxy_seed(row["id"]))
             return posterior
 
@@ -297,6 +314,7 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
         for i, (row, _, obs, model) in enumerate(loaded):     # one at a time: short passes and a full fit each
             if infers_vdisp(obs):
                 try:
+                    obs, = at_fit_av([obs], [model], [galaxy_seed(row["id"])])
                     posteriors[i] = sample_with_vdisp(
                         obs, state["prior"], state["grid"], n=settings["n"], keep=settings["keep"],
                         steps=settings["steps"], likelihood=settings["likelihood"], seed=galaxy_seed(row["id"]),
@@ -307,14 +325,17 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
             group = [i for i, (_, _, obs, _) in enumerate(loaded) if degree_of(obs) == degree and not infers_vdisp(obs)]
             if not group:
                 continue
+            models = [loaded[i][3] for i in group]
+            seeds = [galaxy_seed(loaded[i][0]["id"]) for i in group]
             try:
-                for i, posterior in zip(group, sample([loaded[i][2] for i in group], [loaded[i][3] for i in group],
-                                                      [galaxy_seed(loaded[i][0]["id"]) for i in group], degree)):
+                observations = at_fit_av([loaded[i][2] for i in group], models, seeds)
+                for i, posterior in zip(group, sample(observations, models, seeds, degree)):
                     posteriors[i] = posterior
             except Exception:  # noqa: BLE001 - one galaxy that breaks the batch: sample one at a time
                 for i in group:
                     row, _, obs, model = loaded[i]
                     try:
+                        obs, = at_fit_av([obs], [model], [galaxy_seed(row["id"])])
                         posteriors[i] = sample(obs, model, galaxy_seed(row["id"]), degree)
                     except Exception as err:  # noqa: BLE001
                         posteriors[i] = err

@@ -161,8 +161,9 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     `calibration_degree` fits the flux-calibration polynomial (sfhkit.fluxcal) to mocks that have
     no calibration error.  `infer_av` runs the real-spectrum fit instead: each mock gets an A_V from
     the prior (uniform 0-AV_PRIOR_MAX_MAG) and a calibration error P_cal of degree 3 with
-    coefficients drawn from N(0, calibration_sd^2) (`av` is then unused), the fit runs at A_V = 0 with
-    the polynomial (degree 8 unless given) and A_V is inferred (sfhkit.attenuation); the report adds
+    coefficients drawn from N(0, calibration_sd^2) (`av` is then unused), the fit runs with the
+    polynomial (degree 8 unless given) at the A_V of a short first pass and A_V is inferred
+    (sfhkit.attenuation: first_pass_av, infer_av); the report adds
     A_V's coverage and pulls (truth - mean) / std.
 
     `vdisp_mocks` gives each mock a stellar velocity dispersion from U(MOCK_VDISP_KMS) and an
@@ -182,7 +183,7 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     from .sampler import DEFAULT_STEPS, kept_draws, sample_posterior
     from .ssp import SSPGrid
 
-    from .attenuation import AV_PRIOR_MAX_MAG, DEFAULT_CALIBRATION_SD, infer_av as infer_av_of
+    from .attenuation import AV_PRIOR_MAX_MAG, DEFAULT_CALIBRATION_SD, first_pass_av, infer_av as infer_av_of
     from .fluxcal import DEFAULT_DEGREE
 
     from .dispersion import sample_with_vdisp
@@ -248,6 +249,10 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     for start in tqdm(range(0, n_galaxies, batch), desc="calibration batches", disable=not progress):
         chunk = range(start, min(start + batch, n_galaxies))
         mocks = [mock(i) for i in chunk]
+        if infer_av:             # each at the A_V of a short first pass (sfhkit.attenuation)
+            mocks = first_pass_av(mocks, prior, model, n=n, steps=steps, seed=[seed + i for i in chunk],
+                                  likelihood=likelihood, cla=cla, calibration_degree=calibration_degree,
+                                  calibration_sd=calibration_sd)
         if infer_vdisp:
             drawn = [sample_with_vdisp(m, prior, grid, n=n, keep=keep, likelihood=likelihood, cla=cla, steps=steps,
                                        seed=seed + i, progress=False, calibration_degree=calibration_degree,

@@ -570,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--seed", type=int, default=0)
     bp.add_argument("--device", default="cpu")
     bp.set_defaults(func=main_posterior)
-    bv = bench_sub.add_parser("vdisp", help="cost of inferring sigma_v against a fit at a catalogue sigma_v (ratio)")
+    bv = bench_sub.add_parser("vdisp", help="cost of inferring A_V and sigma_v against a fit at catalogue values (ratio)")
     bv.add_argument("--n", type=int, default=120)
     bv.add_argument("--keep", type=int, default=None, help=KEEP_HELP)
     bv.add_argument("--steps", type=int, default=None, help="default: the sampler's")

@@ -62,7 +62,7 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
     skewness of the posterior-median residuals, the masks and the derived quantities."""
     from scipy.stats import skew
 
-    from .attenuation import infer_av as infer_av_of, should_infer_av
+    from .attenuation import first_pass_av, infer_av as infer_av_of, should_infer_av
     from .dispersion import sample_with_vdisp, should_infer_vdisp
     from .lines import apply_masks, largest_negative_residual_ranges
     from .nuisance import sample_with_nuisance
@@ -91,7 +91,7 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
     if infer_av is None:
         infer_av = should_infer_av(observation, calibration_degree) and not fit_nuisance
     if infer_av and (fit_nuisance or observation.av != 0):
-        raise ValueError("inferring A_V needs a fit at A_V = 0 without the nuisance mode")
+        raise ValueError("inferring A_V starts from A_V = 0 and needs the nuisance mode off")
     if infer_vdisp is None:
         infer_vdisp = velocity_dispersion_kms is None and should_infer_vdisp(observation, line_spread) \
             and not fit_nuisance
@@ -112,6 +112,16 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
                                  n=n, keep=keep, steps=steps, seed=seed, calibration_degree=calibration_degree,
                                  likelihood=likelihood, cla=cla, instrument_model=instrument_model, progress=progress)
 
+    def at_fit_av(obs, model):
+        """With A_V inferred, the observation at the A_V of a short first pass (sfhkit.attenuation)."""
+        if not infer_av:
+            return obs
+        at = first_pass_av(obs, prior, model, n=n, steps=steps or DEFAULT_STEPS, seed=seed, likelihood=likelihood,
+                           cla=cla, calibration_degree=calibration_degree)
+        if progress:
+            print(f"A_V, short first pass: {at.av:.3f} mag; the full fit at it", flush=True)
+        return at
+
     obs = prepared()
     model, extra = None, {}
     if fit_nuisance:
@@ -120,10 +130,12 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
                                                             calibration_degree=calibration_degree)
     elif infer_vdisp:     # the instrument-only model, kept for the refit below (masks do not change it)
         instrument_model = obs.forward_model(grid, line_spread=obs.line_spread(0.0), device=device)
+        obs = at_fit_av(obs, instrument_model)
         posterior = sample_inferring_vdisp(obs, instrument_model)
     else:
         model = obs.forward_model(grid, line_spread=obs.line_spread(velocity_dispersion_kms) if line_spread else None,
                                   device=device)
+        obs = at_fit_av(obs, model)
         posterior = sample(obs, model)
     if mask_worst_residuals:
         # The paper's refit without the areas of largest negative residual (of the posterior median),
@@ -132,6 +144,9 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
                                                  n=mask_worst_residuals)
         extra.update(first_fit=fit_quality(posterior), masked_worst_residual_ranges=worst)
         obs = prepared(worst, posterior.observation if fit_nuisance else None)
+        if infer_av:                     # at the first pass's A_V, as the first fit
+            first = posterior.observation
+            obs = replace(obs, av=first.av, metadata={**obs.metadata, "av_first_pass_mag": first.av})
         if infer_vdisp:
             posterior = sample_inferring_vdisp(obs, instrument_model)
         else:

@@ -184,11 +184,13 @@ def test_real_spectrum_gets_the_polynomial_and_inferred_av_as_the_cli_does(share
     assert sampler.calibration_degree.value == 0 and not sampler.infer_av.value
     sampler.likelihood.value = "cla"
     assert sampler.infer_av.value
-    ex.model.av.value = 0.7                                     # ignored: the fit runs at A_V = 0
+    ex.model.av.value = 0.7             # ignored: the fit starts from A_V = 0, then runs at the first pass's
     sampler.start(wait=True)
     assert sampler.error is None, sampler.message.value
     posterior = ex.state.posterior
-    assert posterior.observation.av == 0 and posterior.calibration is not None
+    fit_av = posterior.observation.av
+    assert fit_av == posterior.observation.metadata["av_first_pass_mag"] == posterior.config["av_inference"]["fit_av_mag"]
+    assert fit_av != 0.7 and posterior.calibration is not None
     assert posterior.av is not None and "A_V inferred" in sampler.message.value
     assert ex.state.av == pytest.approx(np.median(posterior.av[posterior.kept]))
     assert not sampler.infer_vdisp.value                        # the file has VDISP ...

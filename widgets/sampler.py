@@ -6,8 +6,8 @@ in the shared state when done, and errors are shown here.
 A real spectrum gets what `sfhkit infer` gives it: the polynomial at sfhkit.fluxcal's default
 degree, and A_V inferred through the polynomial's shape (sfhkit.attenuation) where the spectrum
 has no catalogue A_V, and sigma_v inferred with the history (sfhkit.dispersion) where it has no
-catalogue sigma_v but a known instrumental resolution.  With "infer A_V" the fit runs at A_V = 0
-whatever the slider says, with "infer sigma_v" from no sigma_v; the sliders move to the inferred
+catalogue sigma_v but a known instrumental resolution.  With "infer A_V" the fit starts from A_V = 0
+whatever the slider says (a short first pass, then the full fit at its A_V), with "infer sigma_v" from no sigma_v; the sliders move to the inferred
 medians when the posterior lands.  Mocks get neither."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sfhkit import SamplingCancelled, sample_posterior
-from sfhkit.attenuation import infer_av, should_infer_av
+from sfhkit.attenuation import first_pass_av, infer_av, should_infer_av
 from sfhkit.dispersion import sample_with_vdisp, should_infer_vdisp
 from sfhkit.fluxcal import default_degree
 
@@ -47,7 +47,7 @@ class SamplerPanel(w.VBox):
         self.seed = w.IntText(value=seed, description="seed")
         self.calibration_degree = w.BoundedIntText(value=0, min=0, max=20, description="poly. degree",
                                                    tooltip="multiplicative flux-calibration polynomial (0: none)")
-        self.infer_av = w.Checkbox(value=False, description="infer A_V (fit at A_V = 0)", indent=False)
+        self.infer_av = w.Checkbox(value=False, description="infer A_V (from the polynomial)", indent=False)
         self.infer_vdisp = w.Checkbox(value=False, description="infer sigma_v", indent=False)
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.cancel_button = w.Button(description="Cancel", button_style="warning", icon="stop", disabled=True)
@@ -110,6 +110,12 @@ class SamplerPanel(w.VBox):
                 left = (now - started) / step * (steps - step)
                 self.eta.value = f"{step}/{steps} steps, {left:.0f} s left"
 
+        if inferring_av:         # the full fit runs at the A_V of a short first pass
+            self.message.value = "A_V: a short first pass ..."
+            observation = first_pass_av(observation, prior, model, n=settings["n"], steps=settings["steps"],
+                                        seed=settings["seed"], likelihood=settings["likelihood"],
+                                        calibration_degree=settings["calibration_degree"], cancel=self._cancel)
+            self.message.value = f"sampling at A_V = {observation.av:.2f} (the first pass's) ..."
         if inferring_vdisp:      # `model` is then the instrument-only one (the observation has no sigma_v)
             posterior = sample_with_vdisp(observation, prior, self.state.ssp_grid(), instrument_model=model,
                                           callback=progress, cancel=self._cancel, progress=False, **settings)
