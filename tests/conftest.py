@@ -28,3 +28,9 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real-spectrum tests need {SHARED_DATA} (the shared data folder beside the project)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def emiles_grid(shared_data):
+    """The E-MILES grid of ../shared/data/emiles, cached as the BC03 one is (`SSPGrid.emiles`)."""
+    return SSPGrid.emiles(shared_data / "emiles", progress=False)

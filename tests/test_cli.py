@@ -162,6 +162,21 @@ def test_infer_runs_on_a_real_spectrum(shared_data, grid, tmp_path, capsys):
     assert "a FIREFLY fit (spFly)" in capsys.readouterr().err
 
 
+def test_infer_with_the_emiles_library(shared_data, emiles_grid, tmp_path, capsys):
+    """`sfhkit infer --ssp emiles DIR` fits with E-MILES (tiny sampler settings) and says so in the
+    posterior file; a library without its directory is refused."""
+    import xarray as xr
+
+    out = tmp_path / "emiles"
+    assert main(["infer", "--fits", str(shared_data / "sdss" / "spec-0266-51602-0614.fits"), "--firefly-dir",
+                 str(shared_data / "firefly"), "--n", "4", "--keep", "2", "--steps", "3", "--out", str(out),
+                 "--ssp", "emiles", str(shared_data / "emiles")]) == 0
+    with xr.open_datatree(out / "posterior.nc") as tree:
+        assert "E-MILES" in tree.attrs["ssp_library"]
+    assert main(["infer", "--fits", str(shared_data / "sdss" / "spec-0266-51602-0614.fits"), "--ssp", "emiles"]) == 2
+    assert "E-MILES library needs the directory" in capsys.readouterr().err
+
+
 def test_infer_reads_a_desi_coadd(grid, tmp_path, capsys):
     """`sfhkit infer --fits coadd --targetid` with the redrock file beside it (tiny sampler settings)."""
     from survey_files import DESI_CAMERAS, desi_wavelength, write_desi_coadd, write_redrock

@@ -103,3 +103,75 @@ def test_from_fsps_without_data_says_what_to_install(monkeypatch):
     monkeypatch.delenv("SPS_HOME", raising=False)
     with pytest.raises(RuntimeError, match="SPS_HOME"):
         SSPGrid.from_fsps()
+
+
+# --- E-MILES (SSPGrid.from_emiles) -------------------------------------------------------------------
+def test_emiles_grid_layout_units_and_metallicities(emiles_grid, shared_data):
+    """The shared E-MILES SSPs on the paper's grid: BaSTI's Z as log Z/Zsun (Z / 0.0142), air
+    wavelengths to 10,500 A, the library's resolution by range, a living-mass fraction that falls
+    with age, and a cell far from the library's knots equal to the linear interpolation of the
+    two files around it (to 1 %)."""
+    from astropy.io import fits
+
+    from sfhkit.ssp import EMILES_Z_OF_MH, ZSUN, paper_logz_grid
+
+    g = emiles_grid
+    assert g.luminosity.shape == (512, 64, g.wavelength.size) and g.wavelength[-1] <= 10500
+    assert "E-MILES" in g.library and g.dataset.attrs["isochrones"] == "BaSTI"
+    np.testing.assert_allclose(g.dataset.attrs["native_logz"],
+                               np.log10([EMILES_Z_OF_MH[m] for m in (-1.26, -0.96, -0.66, -0.35, -0.25, 0.06, 0.15,
+                                                                     0.26)]) - np.log10(ZSUN), atol=1e-6)
+    assert g.metallicity_range == pytest.approx((np.log10(0.001 / ZSUN), np.log10(0.03 / ZSUN)), abs=1e-6)
+    vacuum = g.vacuum_wavelength
+    at_5000 = np.argmin(abs(g.wavelength - 5000))
+    assert vacuum[at_5000] - g.wavelength[at_5000] == pytest.approx(1.39, abs=0.02)      # air -> vacuum at 5000 A
+    fwhm = g.dataset["library_fwhm"].values
+    assert fwhm[at_5000] == 2.51 and fwhm[np.argmin(abs(g.wavelength - 3000))] == 3.0
+    assert fwhm[-1] == pytest.approx(2.3548 * 60 / 299792.458 * g.wavelength[-1], rel=1e-3)
+    live = g.dataset["living_mass_fraction"].values
+    assert (np.diff(live[10:, 40]) <= 1e-9).all() and 0.35 < live[-1, 40] < 0.5
+    # a cell inside 9-11 Gyr at the grid metallicity nearest +0.06 dex ([M/H]) knots: linear in age and log Z
+    k = int(np.argmin(abs(paper_logz_grid() - g.dataset.attrs["native_logz"][5])))
+    a = int(np.argmin(abs(g.age_gyr - 10.0)))
+    files = {(mh, age): shared_data / "emiles" / f"Eku1.30Z{'p' if mh > 0 else 'm'}{abs(mh):.2f}T{age:07.4f}_iTp0.00_baseFe.fits"
+             for mh in (0.06, 0.15) for age in (9.0, 11.0)}
+    flux = {key: fits.getdata(path)[:g.wavelength.size].astype(float) for key, path in files.items()}
+    native = np.asarray(g.dataset.attrs["native_logz"])
+    fz = (paper_logz_grid()[k] - native[5]) / (native[6] - native[5])
+    fa = (g.age_gyr[a] - 9.0) / 2.0
+    expected = sum(((1 - fz) if mh == 0.06 else fz) * ((1 - fa) if age == 9.0 else fa) * flux[(mh, age)]
+                   for mh, age in flux)
+    window = slice(at_5000 - 500, at_5000 + 500)
+    assert np.median(abs(g.luminosity[a, k, window] / expected[window] - 1)) < 0.01
+
+
+def test_emiles_bad_directories_say_what_was_expected(tmp_path, shared_data):
+    from sfhkit.ssp import library_grid
+
+    with pytest.raises(ValueError, match="no E-MILES SSP files"):
+        SSPGrid.from_emiles(tmp_path)
+    some = sorted((shared_data / "emiles").glob("Eku*.fits"))
+    for f in some[:20]:
+        (tmp_path / f.name).symlink_to(f)
+    with pytest.raises(ValueError, match="incomplete"):
+        SSPGrid.from_emiles(tmp_path)
+    for f in some[:16]:       # one full metallicity: complete, but without the mass-loss table
+        (tmp_path / "one").mkdir(exist_ok=True)
+        (tmp_path / "one" / f.name).symlink_to(f)
+    with pytest.raises(ValueError, match="massloss_kroupa_m11.txt"):
+        SSPGrid.from_emiles(tmp_path / "one")
+    with pytest.raises(ValueError, match="needs the directory"):
+        library_grid("emiles")
+    with pytest.raises(ValueError, match="unknown SSP library"):
+        library_grid("miles")
+
+
+def test_directory_digest_changes_with_any_file(tmp_path):
+    """The cache key of a library directory (SSPGrid.emiles) covers every file in it."""
+    from sfhkit.ssp import _sha256
+
+    (tmp_path / "a.fits").write_bytes(b"one")
+    (tmp_path / "b.txt").write_bytes(b"two")
+    before = _sha256(tmp_path)
+    (tmp_path / "b.txt").write_bytes(b"three")
+    assert _sha256(tmp_path) != before

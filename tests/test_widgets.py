@@ -168,6 +168,24 @@ def test_sdss_galaxy_prefills_redshift_av_and_dispersion(shared_data, grid):
     assert ex.state.fit_observation().n_used < obs.n_used
 
 
+def test_picker_switches_the_ssp_library(shared_data, grid, emiles_grid):
+    """The picker's library choice: E-MILES from a folder (its grid, named in the message), back to
+    BC03 (the grid given); E-MILES without a folder is an error in the panel."""
+    ex = Explorer(ExplorerState(grid=grid))
+    ex.picker.source.value = "survey spectrum"
+    ex.picker.sdss.value = str(shared_data / "sdss" / "spec-0266-51602-0614.fits")
+    ex.picker.ssp.value = "emiles"
+    ex.picker.load(wait=True)
+    assert "Error" in ex.picker.message.value and "folder" in ex.picker.message.value
+    ex.picker.ssp_dir.value = str(shared_data / "emiles")
+    ex.picker.load(wait=True)
+    assert ex.state.galaxy is not None, ex.picker.message.value
+    assert "E-MILES" in ex.state.ssp_grid().library and "SSPs: E-MILES" in ex.picker.message.value
+    ex.picker.ssp.value = "bc03"
+    ex.picker.load(wait=True)
+    assert ex.state.ssp_grid().library.startswith("BC03") and "SSPs: BC03" in ex.picker.message.value
+
+
 def test_real_spectrum_gets_the_polynomial_and_inferred_av_as_the_cli_does(shared_data, grid, explorer):
     from sfhkit.fluxcal import DEFAULT_DEGREE
 

@@ -40,6 +40,9 @@ class GalaxyPicker(w.VBox):
         self.manga_index = w.BoundedIntText(value=0, min=0, max=10 ** 6, description="row")
         self.plateifu = w.Text(placeholder="8485-1901 (downloads the LOGCUBE)", description="plate-IFU")
         self.manga_redshift = w.FloatText(value=0.0, description="z (cube)")
+        self.ssp = w.Dropdown(options=[("BC03 + MILES", "bc03"), ("E-MILES", "emiles")], value="bc03",
+                              description="SSP library")
+        self.ssp_dir = w.Text(placeholder="E-MILES folder (FIREFLY's EMILES_SSP)", description="folder")
         self.load_button = w.Button(description="Load", button_style="primary", icon="download")
         self.message = w.HTML("")
         self.task = None
@@ -59,13 +62,14 @@ class GalaxyPicker(w.VBox):
         self.form = w.VBox([self._forms[self.source.value]])
         self.source.observe(lambda change: setattr(self.form, "children", [self._forms[change["new"]]]), "value")
         self.load_button.on_click(lambda _: self.load())
-        super().__init__([w.HTML("<h3>Galaxy</h3>"), self.source, self.form,
+        super().__init__([w.HTML("<h3>Galaxy</h3>"), self.source, self.form, w.HBox([self.ssp, self.ssp_dir]),
                           w.HBox([self.load_button, self.message]), self.true_figure])
 
     # -- loading --------------------------------------------------------------------------------
     def _read(self):
         """The Galaxy the form describes and its spectrum preview (runs in the background)."""
         kind = self.source.value
+        self.state.use_ssp(self.ssp.value, (self.ssp_dir.value.strip() or None) if self.ssp.value == "emiles" else None)
         if kind == SOURCES[0]:
             galaxy = mock_galaxy(self.index.value, redshift=self.mock_redshift.value, av=self.mock_av.value,
                                  snr=self.mock_snr.value, grid=self.state.ssp_grid(), progress=False)
@@ -108,7 +112,8 @@ class GalaxyPicker(w.VBox):
         vdisp = f"{obs.velocity_dispersion_kms:.0f} km/s" if obs.velocity_dispersion_kms else "unknown"
         self.message.value = (f"<b>{galaxy.label}</b>: z = {obs.redshift:.5f}, A_V = {obs.av:.2f} "
                               f"({obs.metadata.get('av_source', '')}), sigma_v {vdisp}, {obs.n_used} usable pixels"
-                              + (", FIREFLY fit found" if galaxy.firefly is not None else ""))
+                              + (", FIREFLY fit found" if galaxy.firefly is not None else "")
+                              + f"; SSPs: {self.state.ssp_grid().library}")
         self.state.status = f"loaded {galaxy.label}"
         self.load_button.disabled = False
 

@@ -82,7 +82,7 @@ class SamplerPanel(w.VBox):
     def _forward_model(self, observation, device):
         galaxy = self.state.galaxy
         line_spread = observation.line_spread()
-        key = (galaxy.label, observation.redshift, repr(line_spread), str(device))
+        key = (galaxy.label, observation.redshift, repr(line_spread), str(device), self.state.ssp)
         if key not in self._models:
             mock_model = galaxy.forward_model
             if (mock_model is not None and line_spread is None and mock_model.redshift == observation.redshift

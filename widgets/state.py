@@ -34,17 +34,32 @@ class ExplorerState(traitlets.HasTraits):
     def __init__(self, grid=None, prior=None, **kwargs):
         super().__init__(**kwargs)
         self._grid, self._prior = grid, prior
+        self.ssp = ("bc03", None)        # (library, directory): sfhkit.ssp.library_grid
         self._lock = threading.Lock()
         self._last_model = None          # (settings, flux) of the last model_spectrum call
 
     def ssp_grid(self):
         """The SSP grid all panels share (read once, about 15 s; thread-safe)."""
-        from sfhkit import SSPGrid
+        from sfhkit.ssp import library_grid
 
         with self._lock:
             if self._grid is None:
-                self._grid = SSPGrid.default(progress=False)
+                self._grid = library_grid(*self.ssp, progress=False)
             return self._grid
+
+    def use_ssp(self, library: str, path=None) -> None:
+        """Switch the SSP library (read at the next `ssp_grid()`); the same one keeps its grid."""
+        from sfhkit.ssp import SSP_LIBRARIES
+
+        library = library.lower().replace("-", "")
+        if library not in SSP_LIBRARIES:
+            raise ValueError(f"unknown SSP library {library!r}; choose from {sorted(SSP_LIBRARIES)}")
+        if library == "emiles" and not path:
+            raise ValueError("E-MILES needs the folder of its SSP files")
+        spec = (library, str(path) if path else None)
+        with self._lock:
+            if spec != self.ssp:
+                self.ssp, self._grid = spec, None
 
     def prior(self, device="cpu"):
         """The prior all panels share (the embedded default unless one was given), on `device`."""
