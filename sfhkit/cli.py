@@ -179,6 +179,15 @@ def _vdisp_check(args) -> int:
     return 0
 
 
+def _library_check(args) -> int:
+    from .experiments import library_comparison
+
+    table = library_comparison(args.files, args.emiles, firefly_dir=args.firefly_dir, n=args.n, keep=args.keep,
+                               steps=args.steps, seed=args.seed, device=args.device, progress=not args.quiet)
+    _print_json(table, args.out)
+    return 0
+
+
 def _nuisance_check(args) -> int:
     from .experiments import nuisance_experiment
 
@@ -387,6 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
     vc.add_argument("--quiet", action="store_true")
     _add_sampler_arguments(vc, likelihood_choice=False)
     vc.set_defaults(func=_vdisp_check)
+
+    lib = sub.add_parser("library-check", help="SDSS fits with BC03 and with E-MILES beside FIREFLY (JSON)",
+                         description="Fit each SDSS spec file with BC03+MILES and with E-MILES (FIREFLY's library), "
+                                     "everything else equal, and print mass, mass-weighted age and log Z beside "
+                                     "FIREFLY's.")
+    lib.add_argument("files", nargs="+", help="SDSS spec-PLATE-MJD-FIBER.fits files")
+    lib.add_argument("--emiles", required=True, help="folder of the E-MILES SSP files (with massloss_kroupa_m11.txt)")
+    lib.add_argument("--firefly-dir", default=None, help="take A_V from spFly files here (else A_V = 0)")
+    lib.add_argument("--out", default=None, help="also write the JSON here")
+    lib.add_argument("--quiet", action="store_true")
+    _add_sampler_arguments(lib, likelihood_choice=False)
+    lib.set_defaults(func=_library_check)
 
     nui = sub.add_parser("nuisance-check", help="bias with fixed vs inferred A_V and velocity dispersion on mocks (JSON)",
                          description="Mocks with A_V 0.5 and sigma_v 200 km/s fitted at the true values, at wrong "

@@ -195,10 +195,11 @@ def _vdisp_source(observation, velocity_dispersion_kms, line_spread: bool) -> st
 
 def _compare_fits(paths, settings, *, firefly_dir=None, n: int = 120, keep: int | None = None,
                   steps: int | None = None, seed: int = 0, device: str = "cpu", progress: bool = True) -> list[dict]:
-    """Fit each SDSS spec file in `paths` once per setting ((label, real_experiment kwargs) pairs),
-    everything else equal (masks, A_V from the spectrum's FIREFLY fit in `firefly_dir` when there
-    is one, else 0, seed).  One row per spectrum and setting: chi^2 per pixel, residual skewness,
-    mass, mass-weighted age and log Z, and FIREFLY's where there is a fit."""
+    """Fit each SDSS spec file in `paths` once per setting ((label, real_experiment kwargs) pairs;
+    a setting's `grid` replaces the default BC03 one), everything else equal (masks, A_V from the
+    spectrum's FIREFLY fit in `firefly_dir` when there is one, else 0, seed).  One row per spectrum
+    and setting: chi^2 per pixel, residual skewness, mass, mass-weighted age and log Z, and
+    FIREFLY's where there is a fit."""
     from .surveys.firefly import find_spfly, read_spfly
     from .surveys.sdss import read_spec
     from .prior import Prior
@@ -213,7 +214,7 @@ def _compare_fits(paths, settings, *, firefly_dir=None, n: int = 120, keep: int 
         obs.av = firefly.av if firefly else 0.0
         for label, kwargs in settings:
             _, report = real_experiment(obs, n=n, keep=keep, steps=steps, seed=seed, device=device, prior=prior,
-                                        grid=grid, progress=progress, **kwargs)
+                                        progress=progress, **{"grid": grid, **kwargs})
             derived = report["derived"]
             row = {"spectrum": obs.metadata["spec_id"], **label, "av": round(obs.av, 3),
                    "vdisp_kms": obs.velocity_dispersion_kms,
@@ -289,6 +290,21 @@ def calibration_polynomial_comparison(paths, *, degrees=(0, 4, 8, 12), firefly_d
                          device=device, progress=progress)
     return {"experiment": "flux-calibration polynomial degree", "n": n, "keep": keep, "steps": steps, "seed": seed,
             "rows": rows}
+
+
+def library_comparison(paths, emiles_dir, *, firefly_dir=None, n: int = 120, keep: int | None = None,
+                       steps: int | None = None, seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+    """Each SDSS spec file fitted with BC03+MILES and with E-MILES (the SSPs of `emiles_dir`,
+    FIREFLY's library), everything else equal (`_compare_fits`: A_V from FIREFLY's fit where there
+    is one, the default polynomial): mass, mass-weighted age and log Z beside FIREFLY's, like for like."""
+    from .ssp import SSPGrid
+
+    emiles = SSPGrid.emiles(emiles_dir, progress=progress)
+    settings = [({"ssp": "bc03"}, {}), ({"ssp": "emiles"}, {"grid": emiles})]
+    rows = _compare_fits(paths, settings, firefly_dir=firefly_dir, n=n, keep=keep, steps=steps, seed=seed,
+                         device=device, progress=progress)
+    return {"experiment": "SSP library: BC03+MILES against E-MILES", "emiles": emiles.library, "n": n, "keep": keep,
+            "steps": steps, "seed": seed, "rows": rows}
 
 
 def nuisance_experiment(indices=(2122, 100, 1000, 3000), *, true_av: float = 0.5, true_vdisp_kms: float = 200.0,

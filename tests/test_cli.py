@@ -175,6 +175,11 @@ def test_infer_with_the_emiles_library(shared_data, emiles_grid, tmp_path, capsy
         assert "E-MILES" in tree.attrs["ssp_library"]
     assert main(["infer", "--fits", str(shared_data / "sdss" / "spec-0266-51602-0614.fits"), "--ssp", "emiles"]) == 2
     assert "E-MILES library needs the directory" in capsys.readouterr().err
+    assert main(["library-check", str(shared_data / "sdss" / "spec-0266-51602-0614.fits"), "--emiles",
+                 str(shared_data / "emiles"), "--firefly-dir", str(shared_data / "firefly"), "--n", "4", "--keep", "2",
+                 "--steps", "3", "--quiet", "--out", str(tmp_path / "library.json")]) == 0
+    rows = json.loads((tmp_path / "library.json").read_text())["rows"]
+    assert [row["ssp"] for row in rows] == ["bc03", "emiles"] and all("firefly" in row for row in rows)
 
 
 def test_infer_reads_a_desi_coadd(grid, tmp_path, capsys):
