@@ -153,7 +153,7 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
               likelihood: str = "cla", cla: str = "jacobian", truths: str = "test", prior=None, model=None,
               calibration_degree: int | None = None, infer_av: bool = False,
               calibration_sd: float | None = None, vdisp_mocks: bool = False, infer_vdisp: bool = False,
-              progress: bool = True) -> dict:
+              ssp=("bc03",), mock_ssp=None, progress: bool = True) -> dict:
     """Run `n_galaxies` mocks (of test-set histories, or of prior draws when `truths` is "prior")
     through the sampler, `batch` galaxies at a time; return the coverage report (see module
     docstring) with the per-galaxy values needed to redo it.
@@ -170,7 +170,12 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     instrument of MOCK_INSTRUMENT_SIGMA_KMS (SDSS's), each spectrum made with a model built at its
     own sigma_v, and no catalogue sigma_v: the fit then uses the instrument's line spread alone, as
     sfhkit did before it inferred sigma_v.  `infer_vdisp` (implies `vdisp_mocks`) infers sigma_v
-    (sfhkit.dispersion, one galaxy at a time); the report adds its coverage and pulls."""
+    (sfhkit.dispersion, one galaxy at a time); the report adds its coverage and pulls.
+
+    `ssp` names the SSP library the fit uses (sfhkit.ssp.library_grid: ("bc03",) or ("emiles",
+    DIR)); `mock_ssp` the one the mocks are made with (default the same): a mock made with one
+    library and fitted with another measures model misspecification (issue 18).  The truths'
+    surviving masses are those of the mocks' library."""
     from tqdm.auto import tqdm
 
     from .data import load_histories
@@ -181,7 +186,7 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     from .data.parametric import parametric_histories
     from .histories import is_quenched
     from .sampler import DEFAULT_STEPS, kept_draws, sample_posterior
-    from .ssp import SSPGrid
+    from .ssp import library_grid
 
     from .attenuation import AV_PRIOR_MAX_MAG, DEFAULT_CALIBRATION_SD, first_pass_av, infer_av as infer_av_of
     from .fluxcal import DEFAULT_DEGREE
@@ -200,11 +205,20 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
             raise ValueError("infer_av needs the calibration polynomial (calibration_degree > 0)")
         av = 0.0                     # the fit's A_V: the attenuation is inferred through the polynomial
     prior = prior or Prior.default()
+    ssp, mock_ssp = [str(x) for x in ssp], [str(x) for x in (mock_ssp or ssp)]
+    for spec in (ssp, mock_ssp):
+        if not 1 <= len(spec) <= 2:
+            raise ValueError(f"an SSP library is a name and at most one directory, got {spec}")
     # The grid only where a model is built here (a caller's model comes without one).
-    grid = SSPGrid.default(progress=progress) if model is None or vdisp_mocks else None
+    grid = library_grid(*ssp, progress=progress) if model is None or vdisp_mocks else None
     # With vdisp_mocks the fit's model has the instrument's line spread alone (sigma_v unknown).
     model = model or ForwardModel(grid, sdss_wavelength(), redshift=redshift, av=av, device=prior.device,
                                   line_spread=LineSpread(0.0, MOCK_INSTRUMENT_SIGMA_KMS) if vdisp_mocks else None)
+    mock_grid, mock_model = grid, model                        # the mocks' library: the fit's unless told
+    if mock_ssp != ssp:
+        mock_grid = library_grid(*mock_ssp, progress=progress)
+        mock_model = ForwardModel(mock_grid, model.wavelength, redshift=model.redshift, av=av, device=prior.device,
+                                  line_spread=model.line_spread)
     if truths == "test":
         test = load_histories("test")
         rng = np.random.default_rng(seed)
@@ -232,10 +246,10 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
 
     def mock(i):
         """Galaxy i's mock spectrum; with vdisp_mocks from a model built at its own sigma_v."""
-        generator, extra = model, {}
+        generator, extra = mock_model, {}
         if vdisp_mocks:
             true_vdisp = float(np.random.default_rng([seed, int(indices[i]), 11]).uniform(*MOCK_VDISP_KMS))
-            generator = ForwardModel(grid, model.wavelength, redshift=redshift, av=av, device=prior.device,
+            generator = ForwardModel(mock_grid, model.wavelength, redshift=redshift, av=av, device=prior.device,
                                      line_spread=LineSpread(true_vdisp, MOCK_INSTRUMENT_SIGMA_KMS))
             extra = {"instrument_sigma_kms": np.full(model.wavelength.size, MOCK_INSTRUMENT_SIGMA_KMS)}
         made = mock_observation(true_histories[i], generator, snr=snr, seed=seed * 100003 + int(indices[i]),
@@ -266,14 +280,15 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
         posteriors += drawn
     seconds = time.perf_counter() - started
 
-    true_q = true_quantities(true_histories, model)
+    true_q = true_quantities(true_histories, mock_model)
     derived = [p.derived() for p in posteriors]
     derived_all = [p.derived(kept_only=False) for p in posteriors]
     report = {"n_galaxies": n_galaxies, "n_draws": n, "keep": keep, "steps": steps, "likelihood": likelihood,
               "cla": cla, "truths": truths, "redshift": redshift, "av": "inferred" if infer_av else av, "snr": snr,
               "seed": seed, "calibration_degree": int(calibration_degree), "infer_av": bool(infer_av),
               "calibration_sd": calibration_sd if infer_av else None, "vdisp_mocks": bool(vdisp_mocks),
-              "infer_vdisp": bool(infer_vdisp),
+              "infer_vdisp": bool(infer_vdisp), "ssp": ssp, "mock_ssp": mock_ssp,
+              "ssp_library": model.ssp_library, "mock_ssp_library": mock_model.ssp_library,
               "prior": repr(prior), "seconds": round(seconds, 1), "seconds_per_galaxy": round(seconds / n_galaxies, 2),
               "median_chi2_per_pixel": float(np.median([p.median_chi2_per_pixel() for p in posteriors])),
               "coverage": {}, "bias": {},
@@ -383,7 +398,7 @@ def main(args) -> int:
                        likelihood=args.likelihood, cla=args.cla, truths=args.truths, prior=prior,
                        calibration_degree=args.calibration_degree, infer_av=args.infer_av,
                        calibration_sd=args.calibration_sd, vdisp_mocks=args.vdisp_mocks, infer_vdisp=args.infer_vdisp,
-                       progress=not args.quiet)
+                       ssp=args.ssp, mock_ssp=args.mock_ssp, progress=not args.quiet)
     if args.out:
         from ._io import write_json
 

@@ -536,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "without a catalogue sigma_v (the instrument's line spread alone, unless --infer-vdisp)")
     cal.add_argument("--infer-vdisp", action="store_true",
                      help="--vdisp-mocks with sigma_v inferred (sfhkit.dispersion); reports its coverage and pulls")
+    _add_ssp_argument(cal)
+    cal.add_argument("--mock-ssp", nargs="+", default=None, metavar=("LIBRARY", "DIR"),
+                     help="make the mocks with this SSP library (default: --ssp's): one library's mocks fitted with "
+                          "another measure model misspecification")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--out", default=None, help="write the full JSON report here")
     cal.add_argument("--plot", default=None, help="save the coverage figure (PNG) here")

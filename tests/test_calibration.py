@@ -56,3 +56,22 @@ def test_tarp_null_matches_calibrated_posteriors_in_many_dimensions():
     # Draws at 0.7 times the true width: far outside what 200 calibrated galaxies give.
     narrow = tarp_coverage(*_gaussian_case(n_galaxies=200, n_draws=32, dim=16, scale=0.7))["max_abs_deviation"]
     assert tarp_null(200, 32, observed=narrow)["p_value"] < 0.01
+
+
+def test_mocks_of_one_library_fitted_with_another(shared_data, grid, emiles_grid):
+    """`calibrate(mock_ssp=...)`: the mocks come from E-MILES, the fit uses BC03, the report says so
+    and the truths' surviving masses are E-MILES's (tiny settings: the figures come from a real run)."""
+    from sfhkit.calibration import calibrate
+    from sfhkit.forward import ForwardModel
+    from sfhkit.observation import sdss_wavelength
+    from sfhkit.posterior import true_quantities
+
+    emiles = ("emiles", str(shared_data / "emiles"))
+    report = calibrate(2, n=4, steps=3, redshift=0.1, snr=20, mock_ssp=emiles, progress=False)
+    assert report["ssp"] == ["bc03"] and report["mock_ssp"] == list(emiles)
+    assert report["ssp_library"].startswith("BC03") and report["mock_ssp_library"].startswith("E-MILES")
+    from sfhkit.data import load_histories
+
+    truths = load_histories("test").histories.values[report["truth_indices"]]
+    by_emiles = true_quantities(truths, ForwardModel(emiles_grid, sdss_wavelength(), 0.1, 0.2))["log10_surviving_mass"]
+    np.testing.assert_allclose(report["per_galaxy"]["log10_surviving_mass"]["truth"], by_emiles, atol=1e-3)
