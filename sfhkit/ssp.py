@@ -301,9 +301,15 @@ class SSPGrid:
                              progress=progress)
 
     @classmethod
-    def from_fsps(cls, progress: bool = True, **fsps_overrides) -> "SSPGrid":
+    def from_fsps(cls, progress: bool = True, allow_other_libraries: bool = False, **fsps_overrides) -> "SSPGrid":
         """The paper's grid: FSPS with MIST isochrones and the MILES library, with the settings of
-        DESIGN.md.  Needs python-fsps (`pip install sfhkit[fsps]`) and its data (SPS_HOME)."""
+        DESIGN.md.  Needs python-fsps (`pip install sfhkit[fsps]`) and its data (SPS_HOME).
+
+        Whatever python-fsps is installed: its version and compiled libraries (`sps.libraries`)
+        are read and recorded; isochrones or spectra other than MIST and MILES are refused unless
+        `allow_other_libraries` (the pip wheels of python-fsps 0.5 carry C3K, not MILES); each
+        grid metallicity is passed as an absolute Z = 0.0142 x 10^logz (logzsol relative to the
+        build's own solar value, 0.0142 or 0.0185 by version), so the build's zsol cannot shift it."""
         sps_home = os.environ.get("SPS_HOME", "")
         if not sps_home or not Path(sps_home).is_dir():
             raise RuntimeError(
@@ -321,24 +327,44 @@ class SSPGrid:
                         add_neb_continuum=False, logzsol=0.0)
         settings.update(fsps_overrides)
         sps = fsps.StellarPopulation(**settings)
+        version = str(getattr(fsps, "__version__", "unknown"))
+        libraries = [x.decode() if isinstance(x, bytes) else str(x) for x in sps.libraries]
+        isochrones, spectra_library = (libraries + ["unknown", "unknown"])[:2]
+        if (isochrones.lower(), spectra_library.lower()) != ("mist", "miles") and not allow_other_libraries:
+            raise RuntimeError(
+                f"python-fsps {version} is built with isochrones {isochrones!r} and spectra {spectra_library!r}; "
+                "the paper's grid needs MIST and MILES (python-fsps's pip wheels carry C3K: build it from source "
+                "with MILES, or pass allow_other_libraries=True to build this grid anyway)")
+        zsol_fsps = getattr(sps, "solar_metallicity", None)
+        if zsol_fsps is None:
+            warnings.warn(f"python-fsps {version} does not report its solar metallicity; taking it as {ZSUN}",
+                          stacklevel=2)
+            zsol_fsps = ZSUN
+        zsol_fsps = float(zsol_fsps)
+        offset_dex = float(np.log10(ZSUN / zsol_fsps))              # logzsol = logz + offset: the same Z
         logz = paper_logz_grid()
         spectra, live = [], []
         for value in _progress(logz, progress, "FSPS metallicities"):
-            sps.params["logzsol"] = float(value)
+            sps.params["logzsol"] = float(value) + offset_dex
             wavelength, spec = sps.get_spectrum(peraa=True)  # (n_age, n_wave), Lsun/A per Msun
             spectra.append(np.asarray(spec, dtype=float))
             live.append(np.asarray(sps.stellar_mass, dtype=float))
         native_age_gyr = 10 ** np.asarray(sps.ssp_ages, dtype=float) / 1e9
-        libraries = [x.decode() if isinstance(x, bytes) else str(x) for x in sps.libraries]
         wavelength = np.asarray(wavelength, dtype=float)
-        library_fwhm = np.where((wavelength >= 3525.0) & (wavelength <= 7500.0), 2.5, np.nan)
-        attrs = dict(library=f"FSPS {getattr(fsps, '__version__', '')} ({', '.join(libraries)})",
+        miles = spectra_library.lower() == "miles"
+        library_fwhm = np.where(miles & (wavelength >= 3525.0) & (wavelength <= 7500.0), 2.5, np.nan)
+        attrs = dict(library=f"FSPS {version} ({', '.join(libraries)})",
                      source_file="python-fsps", imf=f"FSPS imf_type={sps.params['imf_type']}",
-                     isochrones=libraries[0], wavelength_medium="vacuum",
-                     air_wavelength_range=(np.nan, np.nan), lsun_erg_s=3.839e33,
+                     isochrones=isochrones, spectral_library=spectra_library, fsps_version=version,
+                     fsps_zsol=zsol_fsps, fsps_logzsol_offset_dex=offset_dex,
+                     wavelength_medium="vacuum", air_wavelength_range=(np.nan, np.nan), lsun_erg_s=3.839e33,
                      fsps_settings=repr(settings))
-        return cls._assemble(wavelength, native_age_gyr, logz, np.stack(spectra),
-                             np.stack(live), library_fwhm, attrs, progress=progress)
+        grid = cls._assemble(wavelength, native_age_gyr, logz, np.stack(spectra), np.stack(live), library_fwhm,
+                             attrs, progress=progress)
+        zlegend = np.asarray(getattr(sps, "zlegend", []), dtype=float)
+        if zlegend.size:       # the build's own metallicities: it does not resolve any beyond them
+            grid.dataset.attrs["native_logz"] = tuple(np.round(np.log10(zlegend / ZSUN), 6).tolist())
+        return grid
 
     @classmethod
     def _assemble(cls, wavelength, native_age_gyr, native_logz, spectra, live, library_fwhm,

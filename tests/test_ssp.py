@@ -105,6 +105,54 @@ def test_from_fsps_without_data_says_what_to_install(monkeypatch):
         SSPGrid.from_fsps()
 
 
+class _FakeFSPS:
+    """A stand-in for python-fsps (its StellarPopulation API as of 0.5.0): records the logzsol it
+    is asked for; spectra grow with Z so that the grid's metallicities can be checked."""
+
+    def __init__(self, libraries=(b"mist", b"miles", b"DL07"), zsol=0.0185, version="0.5.0"):
+        self.libraries, self.zsol, self.__version__, self.asked = libraries, zsol, version, []
+        fake = self
+
+        class StellarPopulation:
+            def __init__(self, **settings):
+                self.params = {"imf_type": 2, **settings}
+                self.libraries, self.solar_metallicity = fake.libraries, fake.zsol
+                self.zlegend = np.array([1e-4, 0.0142, 0.03])
+                self.ssp_ages = np.log10([1e6, 1e9, 1e10])
+                self.stellar_mass = np.array([1.0, 0.7, 0.6])
+
+            def get_spectrum(self, peraa=True):
+                fake.asked.append(self.params["logzsol"])
+                z = fake.zsol * 10 ** self.params["logzsol"]
+                return np.linspace(3000, 9000, 50), np.full((3, 50), z)
+
+        self.StellarPopulation = StellarPopulation
+
+
+def test_from_fsps_passes_absolute_metallicities_and_records_the_build(monkeypatch, tmp_path):
+    """A build whose zsol is 0.0185 (FSPS 4.0) still gets Z = 0.0142 x 10^logz at every grid
+    metallicity; version, libraries and zsol go in the attributes; a C3K build is refused."""
+    import sys
+
+    from sfhkit.ssp import paper_logz_grid
+
+    monkeypatch.setenv("SPS_HOME", str(tmp_path))
+    fake = _FakeFSPS()
+    monkeypatch.setitem(sys.modules, "fsps", fake)
+    grid = SSPGrid.from_fsps(progress=False)
+    np.testing.assert_allclose(fake.zsol * 10 ** np.array(fake.asked), ZSUN * 10 ** paper_logz_grid(), rtol=1e-12)
+    attrs = grid.dataset.attrs
+    assert attrs["fsps_version"] == "0.5.0" and attrs["isochrones"] == "mist" and attrs["spectral_library"] == "miles"
+    assert attrs["fsps_zsol"] == 0.0185 and "0.5.0" in grid.library
+    assert grid.metallicity_range == pytest.approx((np.log10(1e-4 / ZSUN), np.log10(0.03 / ZSUN)), abs=1e-6)
+    monkeypatch.setitem(sys.modules, "fsps", _FakeFSPS(libraries=(b"mist", b"c3k_afe+0.0", b"DL07")))
+    with pytest.raises(RuntimeError, match="MIST and MILES"):
+        SSPGrid.from_fsps(progress=False)
+    other = SSPGrid.from_fsps(progress=False, allow_other_libraries=True)
+    assert other.dataset.attrs["spectral_library"] == "c3k_afe+0.0"
+    assert np.isnan(other.dataset["library_fwhm"].values).all()
+
+
 # --- E-MILES (SSPGrid.from_emiles) -------------------------------------------------------------------
 def test_emiles_grid_layout_units_and_metallicities(emiles_grid, shared_data):
     """The shared E-MILES SSPs on the paper's grid: BaSTI's Z as log Z/Zsun (Z / 0.0142), air
