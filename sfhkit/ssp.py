@@ -270,9 +270,10 @@ class SSPGrid:
         unknown = [mh for mh in metallicities if round(mh, 2) not in EMILES_Z_OF_MH]
         if unknown:
             raise ValueError(f"[M/H] {unknown} is not a BaSTI metallicity of E-MILES ({sorted(EMILES_Z_OF_MH)})")
-        wavelength, spectra = None, np.empty((len(metallicities), len(ages)), dtype=object)
-        for i, mh in enumerate(_progress(metallicities, progress, "E-MILES files ([M/H])")):
-            for j, age in enumerate(ages):
+        wavelength, spectra = None, []                 # spectra: [metallicity][age] flux
+        for mh in _progress(metallicities, progress, "E-MILES files ([M/H])"):
+            spectra.append([])
+            for age in ages:
                 with fits.open(table[(mh, age)], memmap=False) as hdul:
                     header, flux = hdul[0].header, np.asarray(hdul[0].data, dtype=float)
                 lam = header["CRVAL1"] + (np.arange(flux.size) + 1 - header.get("CRPIX1", 1)) * header["CDELT1"]
@@ -280,10 +281,9 @@ class SSPGrid:
                     wavelength = lam
                 elif lam.size != wavelength.size or not np.allclose(lam, wavelength):
                     raise ValueError(f"{table[(mh, age)].name}: wavelengths differ from the other E-MILES files")
-                spectra[i, j] = flux
+                spectra[-1].append(flux)
         keep = wavelength <= max_wavelength
-        wavelength = wavelength[keep]
-        spectra = np.stack([np.stack([spectra[i, j][keep] for j in range(len(ages))]) for i in range(len(metallicities))])
+        wavelength, spectra = wavelength[keep], np.array(spectra)[:, :, keep]      # (metallicity, age, wavelength)
         library_fwhm = wavelength * 2 * np.sqrt(2 * np.log(2)) * EMILES_IR_SIGMA_KMS / 299792.458
         for (lo, hi), fwhm in EMILES_RESOLUTION:
             library_fwhm[(wavelength >= lo) & (wavelength <= hi)] = fwhm
