@@ -11,7 +11,8 @@ on each coefficient of the calibration part P_cal (SDSS: a few per cent), the po
 needs is N(mu(A_V), sd^2), mu_k = tau_k / tau_0.  So (`first_pass_av`, then `infer_av`):
 
 1. a short fit (FIRST_PASS_DRAWS draws, FIRST_PASS_STEPS steps) at A_V = 0 with the free
-   polynomial (the real-spectrum default), steps 3-4 on its draws, and a = their median A_V;
+   polynomial (the real-spectrum default), steps 3-4 on its draws, and a = their median A_V
+   (where sigma_v is inferred too, its short passes give a instead: sfhkit.dispersion);
 2. the history is sampled at A_V = a with the free polynomial; each draw j has its polynomial p_j,
    which the data fix far better than sd (the continuum of 3800 pixels);
 3. each draw gets an A_V from p(A_V | draw) ~ prior(A_V) N(p_j; mu(A_V), sd^2), on a fine grid;

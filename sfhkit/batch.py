@@ -313,12 +313,12 @@ def run_chunk(rows: list[dict], out, settings: dict) -> list[dict]:
         posteriors = [None] * len(loaded)
         for i, (row, _, obs, model) in enumerate(loaded):     # one at a time: short passes and a full fit each
             if infers_vdisp(obs):
-                try:
-                    obs, = at_fit_av([obs], [model], [galaxy_seed(row["id"])])
+                try:               # with A_V inferred, the short passes give the fit's A_V too
                     posteriors[i] = sample_with_vdisp(
                         obs, state["prior"], state["grid"], n=settings["n"], keep=settings["keep"],
                         steps=settings["steps"], likelihood=settings["likelihood"], seed=galaxy_seed(row["id"]),
-                        calibration_degree=degree_of(obs), instrument_model=model, progress=False)
+                        calibration_degree=degree_of(obs), instrument_model=model,
+                        av_from_short_passes=infers_av(obs), progress=False)
                 except Exception as err:  # noqa: BLE001
                     posteriors[i] = err
         for degree in sorted({degree_of(obs) for _, _, obs, _ in loaded}):

@@ -228,7 +228,7 @@ def bench_vdisp(*, n: int = 120, keep: int | None = None, steps: int | None = No
     instrument-only model) and its sampling; the goal is a ratio of at most 2 (issue 17)."""
     from dataclasses import replace
 
-    from .attenuation import first_pass_av, infer_av
+    from .attenuation import infer_av
     from .data import load_histories
     from .dispersion import sample_with_vdisp
     from .forward import ForwardModel
@@ -253,17 +253,16 @@ def bench_vdisp(*, n: int = 120, keep: int | None = None, steps: int | None = No
     fixed_s = time.perf_counter() - start
     start = time.perf_counter()
     instrument_model = mock.forward_model(grid, line_spread=mock.line_spread(0.0), device=device)
-    at_av = first_pass_av(mock, prior, instrument_model, n=n, steps=steps, seed=seed,
-                          calibration_degree=calibration_degree)
-    inferred = infer_av(sample_with_vdisp(at_av, prior, grid, n=n, keep=keep, steps=steps, seed=seed, progress=False,
-                                          calibration_degree=calibration_degree, instrument_model=instrument_model),
-                        seed=seed)
+    inferred = infer_av(sample_with_vdisp(mock, prior, grid, n=n, keep=keep, steps=steps, seed=seed, progress=False,
+                                          calibration_degree=calibration_degree, instrument_model=instrument_model,
+                                          av_from_short_passes=True), seed=seed)
     inferred_s = time.perf_counter() - start
     vdisp, av = inferred.vdisp_kms[inferred.kept], inferred.av[inferred.kept]
     return {"benchmark": "vdisp", "n": n, "steps": steps, "calibration_degree": calibration_degree,
             "true_vdisp_kms": true_vdisp_kms, "inferred_vdisp_kms": {"mean": round(float(vdisp.mean()), 1),
                                                                      "std": round(float(vdisp.std()), 1)},
-            "true_av": true_av, "first_pass_av": at_av.av,
+            "true_av": true_av, "first_pass_av": inferred.config["av_inference"]["fit_av_mag"],
+            "short_passes": inferred.config["vdisp_inference"]["short_passes"],
             "inferred_av": {"mean": round(float(av.mean()), 3), "std": round(float(av.std()), 3)},
             "seconds_fixed": round(fixed_s, 2), "seconds_inferred": round(inferred_s, 2),
             "cost_ratio": round(inferred_s / fixed_s, 3), "goal_cost_ratio": 2.0,

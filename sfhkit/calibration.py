@@ -263,14 +263,15 @@ def calibrate(n_galaxies: int = 200, *, n: int = 120, keep: int | None = None, s
     for start in tqdm(range(0, n_galaxies, batch), desc="calibration batches", disable=not progress):
         chunk = range(start, min(start + batch, n_galaxies))
         mocks = [mock(i) for i in chunk]
-        if infer_av:             # each at the A_V of a short first pass (sfhkit.attenuation)
+        if infer_av and not infer_vdisp:    # each at the A_V of a short first pass (sfhkit.attenuation)
             mocks = first_pass_av(mocks, prior, model, n=n, steps=steps, seed=[seed + i for i in chunk],
                                   likelihood=likelihood, cla=cla, calibration_degree=calibration_degree,
                                   calibration_sd=calibration_sd)
         if infer_vdisp:
             drawn = [sample_with_vdisp(m, prior, grid, n=n, keep=keep, likelihood=likelihood, cla=cla, steps=steps,
                                        seed=seed + i, progress=False, calibration_degree=calibration_degree,
-                                       instrument_model=model)
+                                       instrument_model=model, av_from_short_passes=infer_av,
+                                       calibration_sd=calibration_sd)
                      for m, i in zip(mocks, chunk)]
         else:
             drawn = sample_posterior(mocks, prior, model, n=n, keep=keep, likelihood=likelihood, cla=cla, steps=steps,

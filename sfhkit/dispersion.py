@@ -21,6 +21,14 @@ sigma_v = 40-350 km/s (tests/test_dispersion.py holds the check at 80 and 250 km
    broadening (on spec-0266-51602-0614: 208, 264, 268, 268 km/s over four passes; SDSS's VDISP 254 +- 7);
 2. the full fit at the last s_k, and one sigma_v per draw from its conditional, as in 1.
 
+With `av_from_short_passes` (A_V inferred as well, sfhkit.attenuation) the same short passes give
+the A_V the full fit runs at: the first at A_V = 0, each next one at the median A_V a_k of the last
+pass's draws (their conditionals, sfhkit.attenuation.infer_av) as well as at s_k, so A_V needs no
+short fit of its own (`first_pass_av`), which saves one of the three or four short passes a fit
+with both inferred ran before.  The A_V of a pass at the instrument's line spread alone is off
+(the history takes other lines; on `sfhkit bench vdisp` 0.96 mag for a true 0.6); later passes,
+at s_k, correct it.
+
 Stage 2 is composition sampling: exact where the history posterior does not change over the range
 of sigma_v the data allow, which holds well because broadening keeps a line's equivalent width
 (the history sets the line strengths, sigma_v their widths).  The mock calibration
@@ -93,15 +101,15 @@ class DispersionLikelihood:
         return self.instrument_model.broadened(self.extra_sigma_kms(vdisp_kms),
                                                self.observation.line_spread(float(vdisp_kms)))
 
-    def log_likelihood(self, histories) -> np.ndarray:
+    def log_likelihood(self, histories, av: float | None = None) -> np.ndarray:
         """(n, n_vdisp): log-likelihood (up to a constant) of each history (n, 2, n_bins) at each
-        sigma_v of the grid, at the observation's A_V."""
+        sigma_v of the grid, at `av` (mag; default the observation's A_V)."""
         from .fluxcal import legendre_basis, polynomial, solve_coefficients
 
         obs, model = self.observation, self.instrument_model
         histories = torch.as_tensor(np.asarray(histories), dtype=model.dtype_, device=model.device_)
         with torch.no_grad():
-            spectra = model(histories, av=float(obs.av), validate=False).double().cpu().numpy()
+            spectra = model(histories, av=float(obs.av if av is None else av), validate=False).double().cpu().numpy()
         weight = np.where(obs.mask, 1.0 / obs.sigma ** 2, 0.0)
         flux = np.where(obs.mask, obs.flux, 0.0)
         if self.calibration_degree:
@@ -117,26 +125,33 @@ class DispersionLikelihood:
             log_like[:, v] = -0.5 * (((flux - broadened) ** 2) * weight).sum(axis=1)
         return log_like
 
-    def draws(self, histories, rng: np.random.Generator) -> np.ndarray:
-        """(n,) one sigma_v (km/s) per history from its conditional: the log-likelihood's cubic
-        spline on a VDISP_DRAW_STEP_KMS grid (flat prior over the grid's range), then its inverse CDF."""
+    def draws(self, histories, rng: np.random.Generator, av: float | None = None) -> np.ndarray:
+        """(n,) one sigma_v (km/s) per history from its conditional at `av` (mag; default the
+        observation's A_V): the log-likelihood's cubic spline on a VDISP_DRAW_STEP_KMS grid (flat
+        prior over the grid's range), then its inverse CDF."""
         from scipy.interpolate import CubicSpline
 
         grid = self.vdisp_kms
         fine = np.arange(grid[0], grid[-1] + VDISP_DRAW_STEP_KMS / 2, VDISP_DRAW_STEP_KMS)
-        return inverse_cdf_draws(fine, CubicSpline(grid, self.log_likelihood(histories), axis=1)(fine), rng)
+        return inverse_cdf_draws(fine, CubicSpline(grid, self.log_likelihood(histories, av), axis=1)(fine), rng)
 
 
 def sample_with_vdisp(observation, prior, grid, *, n: int = 120, keep: int | None = None, steps: int | None = None,
                       seed: int = 0, calibration_degree: int = 0, likelihood: str = "cla", cla: str = "jacobian",
                       first_pass_draws: int = FIRST_PASS_DRAWS, first_pass_steps: int = FIRST_PASS_STEPS,
-                      instrument_model=None, callback=None, cancel=None, progress: bool = True):
+                      instrument_model=None, av_from_short_passes: bool = False,
+                      calibration_sd: float | None = None, callback=None, cancel=None, progress: bool = True):
     """The two stages of the module docstring.  Returns the posterior of the full fit, whose
     draws carry sigma_v (`vdisp_kms`, km/s); its observation holds the last s_k, the value the histories
-    were sampled at, and says so in metadata["velocity_dispersion_source"].  `instrument_model`: the
+    were sampled at, and says so in metadata["velocity_dispersion_source"].  With
+    `av_from_short_passes` (the observation at A_V = 0, `calibration_degree` > 0) the short passes
+    also give the A_V the full fit runs at (module docstring), held in the observation's A_V and
+    metadata["av_first_pass_mag"]; A_V is then inferred from the returned fit by
+    sfhkit.attenuation.infer_av, with `calibration_sd` (default its DEFAULT_CALIBRATION_SD).  `instrument_model`: the
     observation's ForwardModel with the instrument's line spread alone, where one is at hand (a
     build takes seconds); default: built here.  `callback` and `cancel` go to the full fit's
     sample_posterior (`cancel` to the short passes' too)."""
+    from .attenuation import DEFAULT_CALIBRATION_SD, infer_av
     from .sampler import DEFAULT_STEPS, sample_posterior
 
     if observation.instrument_sigma_kms is None:
@@ -145,6 +160,9 @@ def sample_with_vdisp(observation, prior, grid, *, n: int = 120, keep: int | Non
     if observation.velocity_dispersion_kms is not None:
         raise ValueError(f"the observation has a velocity dispersion ({observation.velocity_dispersion_kms} km/s); "
                          "set it to None to infer one")
+    if av_from_short_passes and (observation.av != 0 or not calibration_degree):
+        raise ValueError("A_V from the short passes needs the observation at A_V = 0 and the calibration polynomial "
+                         f"(got A_V = {observation.av}, calibration_degree = {calibration_degree})")
     rng = np.random.default_rng([seed, 17])
     if instrument_model is None:
         instrument_model = observation.forward_model(grid, line_spread=observation.line_spread(0.0),
@@ -157,23 +175,28 @@ def sample_with_vdisp(observation, prior, grid, *, n: int = 120, keep: int | Non
                                 callback=report, cancel=cancel)
 
     steps = steps or DEFAULT_STEPS
+    calibration_sd = DEFAULT_CALIBRATION_SD if calibration_sd is None else calibration_sd
     first_pass_draws, first_pass_steps = min(first_pass_draws, n), min(first_pass_steps, steps)   # never above the fit
-    path_kms, model = [], instrument_model           # short passes until sigma_v settles
+    path_kms, path_av, model = [], [float(observation.av)], instrument_model    # short passes until sigma_v settles
     for _ in range(MAX_SHORT_PASSES):
-        at = observation if not path_kms else replace(observation, velocity_dispersion_kms=path_kms[-1],
-                                                       metadata=dict(observation.metadata))
+        at = replace(observation, av=path_av[-1], velocity_dispersion_kms=path_kms[-1] if path_kms else None,
+                     metadata=dict(observation.metadata))
         short = fit(at, model, first_pass_draws, first_pass_steps, None, False)
-        path_kms.append(float(np.round(np.median(dispersion.draws(short.histories, rng)))))
+        path_kms.append(float(np.round(np.median(dispersion.draws(short.histories, rng, av=at.av)))))
+        if av_from_short_passes:
+            path_av.append(float(np.round(np.median(infer_av(short, calibration_sd, seed=seed).av), 3)))
         if len(path_kms) > 1 and abs(path_kms[-1] - path_kms[-2]) <= SETTLED_KMS:
             break
         model = dispersion.model_at(path_kms[-1])
-    first_kms = path_kms[-1]
+    first_kms, fit_av = path_kms[-1], path_av[-1]
     if progress:
-        print(f"sigma_v, short passes ({first_pass_draws} draws): {' -> '.join(f'{v:.0f}' for v in path_kms)} km/s; "
-              "the full fit at the last", flush=True)
-    at_first = replace(observation, velocity_dispersion_kms=first_kms, metadata=dict(observation.metadata))
+        print(f"sigma_v, short passes ({first_pass_draws} draws): {' -> '.join(f'{v:.0f}' for v in path_kms)} km/s"
+              + (f"; A_V {' -> '.join(f'{a:.2f}' for a in path_av)} mag" if av_from_short_passes else "")
+              + "; the full fit at the last", flush=True)
+    metadata = dict(observation.metadata, **({"av_first_pass_mag": fit_av} if av_from_short_passes else {}))
+    at_first = replace(observation, av=fit_av, velocity_dispersion_kms=first_kms, metadata=metadata)
     posterior = fit(at_first, dispersion.model_at(first_kms), n, steps, keep, progress, callback)
-    vdisp = dispersion.draws(posterior.histories, rng)
+    vdisp = dispersion.draws(posterior.histories, rng, av=fit_av)
     kept = vdisp[posterior.kept]
     low, high = VDISP_PRIOR_KMS
     posterior.observation.metadata["velocity_dispersion_source"] = (
@@ -181,7 +204,8 @@ def sample_with_vdisp(observation, prior, grid, *, n: int = 120, keep: int | Non
         f"sfhkit.dispersion); the histories sampled at {first_kms:.0f} km/s")
     config = {**posterior.config, "vdisp_inference": {
         "prior": f"uniform {low:.0f}-{high:.0f} km/s",
-        "short_passes": {"draws": first_pass_draws, "steps": first_pass_steps, "medians_kms": path_kms},
+        "short_passes": {"draws": first_pass_draws, "steps": first_pass_steps, "medians_kms": path_kms,
+                         **({"av_medians_mag": path_av} if av_from_short_passes else {})},
         "grid_step_kms": VDISP_GRID_STEP_KMS,
         "method": "short passes until sigma_v settles, then the full fit; per draw the conditional of sigma_v given its history (sfhkit.dispersion)"}}
     return replace(posterior, config=config, vdisp_kms=vdisp)

@@ -107,10 +107,11 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
                                 steps=steps or DEFAULT_STEPS, seed=seed, progress=progress,
                                 calibration_degree=calibration_degree)
 
-    def sample_inferring_vdisp(obs, instrument_model):
+    def sample_inferring_vdisp(obs, instrument_model, av_from_short_passes=False):
         return sample_with_vdisp(replace(obs, velocity_dispersion_kms=None, metadata=dict(obs.metadata)), prior, grid,
                                  n=n, keep=keep, steps=steps, seed=seed, calibration_degree=calibration_degree,
-                                 likelihood=likelihood, cla=cla, instrument_model=instrument_model, progress=progress)
+                                 likelihood=likelihood, cla=cla, instrument_model=instrument_model,
+                                 av_from_short_passes=av_from_short_passes, progress=progress)
 
     def at_fit_av(obs, model):
         """With A_V inferred, the observation at the A_V of a short first pass (sfhkit.attenuation)."""
@@ -128,10 +129,10 @@ def real_experiment(observation, *, mask_lines: bool = True, mask_sky: bool = Tr
         posterior, extra["nuisance"] = sample_with_nuisance(obs, prior, grid, vdisp_start_kms=velocity_dispersion_kms,
                                                             n=n, keep=keep, steps=steps, seed=seed, progress=progress,
                                                             calibration_degree=calibration_degree)
-    elif infer_vdisp:     # the instrument-only model, kept for the refit below (masks do not change it)
+    elif infer_vdisp:     # the instrument-only model, kept for the refit below (masks do not change it);
+        # with A_V inferred, sigma_v's short passes give the A_V the fit runs at (sfhkit.dispersion)
         instrument_model = obs.forward_model(grid, line_spread=obs.line_spread(0.0), device=device)
-        obs = at_fit_av(obs, instrument_model)
-        posterior = sample_inferring_vdisp(obs, instrument_model)
+        posterior = sample_inferring_vdisp(obs, instrument_model, av_from_short_passes=infer_av)
     else:
         model = obs.forward_model(grid, line_spread=obs.line_spread(velocity_dispersion_kms) if line_spread else None,
                                   device=device)

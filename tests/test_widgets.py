@@ -217,6 +217,8 @@ def test_real_spectrum_gets_the_polynomial_and_inferred_av_as_the_cli_does(share
     assert sampler.error is None, sampler.message.value
     posterior = ex.state.posterior
     assert posterior.vdisp_kms is not None and "sigma_v inferred" in sampler.message.value
+    passes = posterior.config["vdisp_inference"]["short_passes"]     # A_V from sigma_v's short passes
+    assert posterior.av is not None and posterior.observation.av == passes["av_medians_mag"][-1]
     assert ex.state.velocity_dispersion_kms == pytest.approx(np.median(posterior.vdisp_kms[posterior.kept]))
     sampler.infer_vdisp.value = False
     sampler.calibration_degree.value = 0

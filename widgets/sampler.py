@@ -110,15 +110,18 @@ class SamplerPanel(w.VBox):
                 left = (now - started) / step * (steps - step)
                 self.eta.value = f"{step}/{steps} steps, {left:.0f} s left"
 
-        if inferring_av:         # the full fit runs at the A_V of a short first pass
+        if inferring_av and not inferring_vdisp:   # the full fit runs at the A_V of a short first pass
             self.message.value = "A_V: a short first pass ..."
             observation = first_pass_av(observation, prior, model, n=settings["n"], steps=settings["steps"],
                                         seed=settings["seed"], likelihood=settings["likelihood"],
                                         calibration_degree=settings["calibration_degree"], cancel=self._cancel)
             self.message.value = f"sampling at A_V = {observation.av:.2f} (the first pass's) ..."
         if inferring_vdisp:      # `model` is then the instrument-only one (the observation has no sigma_v)
+            # with A_V inferred too, its short passes give the A_V the fit runs at
+            self.message.value = "sigma_v" + (" and A_V" if inferring_av else "") + ": short passes ..."
             posterior = sample_with_vdisp(observation, prior, self.state.ssp_grid(), instrument_model=model,
-                                          callback=progress, cancel=self._cancel, progress=False, **settings)
+                                          av_from_short_passes=inferring_av, callback=progress, cancel=self._cancel,
+                                          progress=False, **settings)
         else:
             posterior = sample_posterior(observation, prior, model, callback=progress, cancel=self._cancel,
                                          progress=False, **settings)
