@@ -278,6 +278,30 @@ def main_vdisp(args) -> int:
     return 0
 
 
+def bench_ppxf(posterior_paths, *, grid=None, regul: float | None = None) -> dict:
+    """sfhkit beside pPXF (sfhkit.ppxf_reference) on each posterior file of `posterior_paths`
+    (`sfhkit infer` writes them): the same spectrum, pixels, templates, A_V, sigma_v and polynomial
+    degree; formed mass, mass-weighted age and log Z side by side, with the differences."""
+    from .posterior import Posterior
+    from .ppxf_reference import REGUL, compare_with_ppxf
+    from .ssp import SSPGrid
+
+    grid = grid or SSPGrid.default(progress=False)
+    regul = REGUL if regul is None else regul
+    rows = []
+    for path in posterior_paths:
+        posterior = Posterior.load(path)
+        fitted_with = posterior.config.get("ssp_library")
+        if fitted_with and fitted_with != grid.library:
+            raise ValueError(f"{path} was fitted with {fitted_with!r}, not {grid.library!r}: give the same library "
+                             "(--ssp) so that pPXF gets the fit's own templates")
+        start = time.perf_counter()
+        row = compare_with_ppxf(posterior, grid, regul=regul)
+        rows.append({"posterior": str(path), **row, "ppxf_seconds": round(time.perf_counter() - start, 1)})
+    return {"benchmark": "ppxf", "ssp_library": grid.library, "regul": regul, "rows": rows,
+            "all_agree": all(r["agrees"] for r in rows), "sfhkit": __version__}
+
+
 def bench_batch(*, galaxies: int = 8, n: int = 120, keep: int | None = None, steps: int | None = None,
                 device: str = "cpu", cores: int = 2) -> dict:
     """Galaxies per hour of `sfhkit batch` on a LocalCluster of 1 and 2 workers (sharing `cores`

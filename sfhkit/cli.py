@@ -188,6 +188,13 @@ def _library_check(args) -> int:
     return 0
 
 
+def _bench_ppxf(args) -> int:
+    from .bench import bench_ppxf
+
+    _print_json(bench_ppxf(args.posteriors, grid=_ssp_grid(args, progress=False), regul=args.regul), args.out)
+    return 0
+
+
 def _nuisance_check(args) -> int:
     from .experiments import nuisance_experiment
 
@@ -618,6 +625,15 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--seed", type=int, default=0)
     bv.add_argument("--device", default="cpu")
     bv.set_defaults(func=main_vdisp)
+    bpx = bench_sub.add_parser("ppxf", help="sfhkit beside pPXF with the same templates, pixels, A_V and polynomial",
+                               description="For each posterior file (sfhkit infer writes posterior.nc), fit the same "
+                                           "spectrum with pPXF (the bench extra) and sfhkit's own templates; print "
+                                           "formed mass, mass-weighted age and log Z side by side (sfhkit.ppxf_reference).")
+    bpx.add_argument("posteriors", nargs="+", help="posterior files (posterior.nc)")
+    bpx.add_argument("--regul", type=float, default=None, help="pPXF's regularisation (default ppxf_reference.REGUL)")
+    bpx.add_argument("--out", default=None, help="also write the JSON here")
+    _add_ssp_argument(bpx)
+    bpx.set_defaults(func=_bench_ppxf)
     bb = bench_sub.add_parser("batch", help="galaxies per hour of sfhkit batch at 1 and 2 workers, vectorised or not")
     bb.add_argument("--galaxies", type=int, default=8)
     bb.add_argument("--n", type=int, default=120)
