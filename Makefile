@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test app bench bench-prior bench-posterior calibrate clean
+.PHONY: setup demo test app bench bench-prior bench-posterior bench-gpu calibrate clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ bench-prior: setup
 
 bench-posterior: setup
 	$(VENV)/bin/sfhkit bench posterior
+
+# Under 5 minutes on a GPU: galaxies per hour at batch sizes 1-256, peak memory, the CPU ratio.
+bench-gpu: setup
+	$(VENV)/bin/sfhkit bench gpu --out outputs/bench_gpu.json
 
 calibrate: setup
 	$(VENV)/bin/sfhkit calibrate --n 200 --out outputs/calibration.json --plot outputs/calibration.png

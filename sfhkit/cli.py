@@ -595,8 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     fwd.add_argument("--min-seconds", type=float, default=2.0, help="time per measurement")
     fwd.add_argument("--device", default="cpu")
     fwd.add_argument("--no-bagpipes", action="store_true")
-    from .bench import STABILITY_GALAXIES, STABILITY_STEPS, main_batch, main_forward, main_posterior, main_prior, \
-        main_stability, main_vdisp
+    from .bench import GPU_BATCH_SIZES, STABILITY_GALAXIES, STABILITY_STEPS, main_batch, main_forward, main_gpu, \
+        main_posterior, main_prior, main_stability, main_vdisp
     from .sampler import DEFAULT_INTEGRATOR, INTEGRATORS
 
     fwd.set_defaults(func=main_forward)
@@ -611,10 +611,12 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--plot", default=None, help="also save a PNG of prior draws next to test histories")
     pb.set_defaults(func=main_prior)
     bp = bench_sub.add_parser("posterior", help="wall time of posterior sampling for one SDSS-like mock, and batched")
-    bp.add_argument("--n", type=int, default=120)
+    bp.add_argument("--n", type=int, default=100, help="draws (default 100, all kept: the goal's 100 kept draws)")
     bp.add_argument("--keep", type=int, default=None, help=KEEP_HELP)
     bp.add_argument("--steps", type=int, default=None, help="default: the sampler's")
     bp.add_argument("--batch-galaxies", type=int, default=4, help="mocks sampled together for the throughput figure")
+    bp.add_argument("--levers", action="store_true",
+                    help="also time the previous defaults and each speed lever alone, in this run")
     bp.add_argument("--seed", type=int, default=0)
     bp.add_argument("--device", default="cpu")
     bp.set_defaults(func=main_posterior)
@@ -641,6 +643,19 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--steps", type=int, default=None, help="default: the sampler's")
     bb.add_argument("--device", default="cpu")
     bb.set_defaults(func=main_batch)
+    bg = bench_sub.add_parser("gpu", help="galaxies per hour, seconds per posterior and peak memory at batch sizes "
+                                          "1-256 on a GPU, with the same run's CPU figure (under 5 min)",
+                              description="Batched posterior sampling of SDSS-like test-set mocks on DEVICE at each "
+                                          "batch size, and one galaxy on the CPU for the ratio; prints JSON. Batch "
+                                          "sizes projected to end after --max-seconds are skipped and say so.")
+    bg.add_argument("--device", default="cuda", help="default cuda; --device cpu tests the benchmark without a GPU")
+    bg.add_argument("--batch-sizes", type=int, nargs="+", default=list(GPU_BATCH_SIZES))
+    bg.add_argument("--n", type=int, default=120, help="draws per galaxy, all kept (default 120)")
+    bg.add_argument("--steps", type=int, default=None, help="default: the sampler's")
+    bg.add_argument("--max-seconds", type=float, default=240.0, help="time budget of the whole run (default 240)")
+    bg.add_argument("--no-cpu", action="store_true", help="skip the CPU reference galaxy")
+    bg.add_argument("--out", default=None, help="also write the JSON here")
+    bg.set_defaults(func=main_gpu)
     bs = bench_sub.add_parser("stability", help="runaway draws (SFR at the 1e4 Msun/yr cap) in separate processes, "
                                                 "prior and posterior, against the step count; exit 1 if any")
     bs.add_argument("--processes", type=int, default=10, help="separate Python processes (default 10)")

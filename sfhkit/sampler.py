@@ -66,9 +66,14 @@ import warnings
 
 import torch
 
-from .likelihood import SpectrumLikelihood
+from .likelihood import LIKELIHOOD_RANK, SpectrumLikelihood
 
-DEFAULT_STEPS = 250
+# 60 since issue 19 (250 before): the calibration at 60 steps is that at 150 within binomial noise
+# (README "Calibration", "Speed"), and a posterior takes a quarter of the time.
+DEFAULT_STEPS = 60
+# A first look (the explorer shows it while the full run goes on; `sfhkit bench posterior` times it):
+# a few draws at coarse steps, which are blurry but bounded and fit the data (README, "No runaway draws").
+FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS = 8, 15
 INTEGRATORS = ("ancestral", "euler-maruyama")
 DEFAULT_INTEGRATOR = "ancestral"
 
@@ -198,7 +203,8 @@ def _likelihood_groups(observations, forward_models):
 def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 120, keep: int | None = None,
                      likelihood: str = "cla", cla: str = "jacobian", steps: int = DEFAULT_STEPS, device=None,
                      seed=None, clip="auto", progress: bool = True, callback=None, cancel=None,
-                     integrator: str = DEFAULT_INTEGRATOR, calibration_degree: int = 0):
+                     integrator: str = DEFAULT_INTEGRATOR, calibration_degree: int = 0,
+                     likelihood_rank: int | None = LIKELIHOOD_RANK):
     """Posterior histories for one observation, or for a list of them sampled in one batch (one
     network call per step for all; then a list of Posteriors).
 
@@ -221,6 +227,8 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
     callback(step, steps) : progress; cancel : threading.Event
     calibration_degree : the degree of a multiplicative flux-calibration polynomial solved per draw
         (sfhkit.fluxcal; 0, the default, none: mocks have no calibration error)
+    likelihood_rank : SVD components of the compressed model the Jacobian CLA uses (default
+        LIKELIHOOD_RANK; None: all; sfhkit.likelihood); chi^2 and the spectra always use all
     """
     from tqdm.auto import tqdm
 
@@ -251,11 +259,11 @@ def sample_posterior(observation, prior=None, forward_model=None, *, n: int = 12
         raise ValueError(f"{len(seeds)} seeds for {len(observations)} observations")
     groups = _likelihood_groups(observations, models)
     likes = [SpectrumLikelihood(observations[a:b], models[a], prior.transform, kind=likelihood, cla=cla, clip=clip,
-                                calibration_degree=calibration_degree)
+                                calibration_degree=calibration_degree, rank=likelihood_rank)
              for a, b in groups]
     like = likes[0] if len(likes) == 1 else LikelihoodGroups(likes, [n * (b - a) for a, b in groups])
     config = {"n": n, "keep": keep, "likelihood": likelihood, "cla": cla, "steps": steps, "integrator": integrator,
-              "clip": clip, "calibration_degree": int(calibration_degree),
+              "clip": clip, "calibration_degree": int(calibration_degree), "likelihood_rank": likes[0].rank,
               "device": str(prior.device), "prior": repr(prior)}
     generator = ([(make_generator(s, prior.device), n) for s in seeds] if seeds is not None
                  else make_generator(seed, prior.device))

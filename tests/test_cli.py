@@ -131,10 +131,37 @@ def test_calibrate_and_bench_posterior_run_with_small_settings(grid, tmp_path, c
     assert main(["calibrate", "--n", "2", "--truths", str(brought), "--quiet"]) == 2
     assert "shape" in capsys.readouterr().err
     capsys.readouterr()
-    assert main(["bench", "posterior", "--n", "4", "--keep", "2", "--steps", "3", "--batch-galaxies", "2"]) == 0
+    assert main(["bench", "posterior", "--n", "4", "--keep", "2", "--steps", "3", "--batch-galaxies", "2",
+                 "--levers"]) == 0
     bench = json.loads(capsys.readouterr().out)
     assert bench["seconds_one_galaxy"] > 0 and bench["galaxies_per_hour_batched"] > 0
+    assert bench["first_look"]["seconds"] > 0 and bench["likelihood_rank"] == 96
+    levers = list(bench["levers"].values())
+    assert [(row["steps"], row["likelihood_rank"]) for row in levers] == [(250, None), (250, 96), (3, None), (3, 96)]
+    assert levers[0]["speedup"] == 1.0 and all(row["seconds"] > 0 for row in levers)
+    errors = bench["likelihood_rank_chi2_error"]["by_rank"]
+    assert errors["32"]["chi2_median"] > errors["96"]["chi2_median"] > errors["128"]["chi2_median"] >= 0
 
+
+
+def test_bench_gpu_runs_on_the_cpu(grid, tmp_path, capsys):
+    """`sfhkit bench gpu` (issue 19 item 4) is known to work before a GPU is lent: on the CPU with
+    small sizes it measures every batch size, the CPU reference and the ratio, and skips a batch
+    size projected past its time budget instead of running over it."""
+    out = tmp_path / "gpu.json"
+    assert main(["bench", "gpu", "--device", "cpu", "--batch-sizes", "2", "1", "--n", "3", "--steps", "3",
+                 "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads(out.read_text())
+    assert [run["galaxies"] for run in report["batches"]] == [1, 2]
+    for run in report["batches"] + [report["cpu_one_galaxy"]]:
+        assert run["seconds"] > 0 and run["peak_memory_gib"] > 0
+        assert run["galaxies_per_hour"] == pytest.approx(3600 * run["galaxies"] / run["seconds"], rel=0.01)
+    assert report["speedup_best_over_cpu_one_galaxy"] > 0 and report["goal_galaxies_per_hour"] == 1e4
+    assert main(["bench", "gpu", "--device", "cpu", "--batch-sizes", "1", "64", "--n", "2", "--steps", "2",
+                 "--max-seconds", "1", "--no-cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "skipped" in report["batches"][1] and "cpu_one_galaxy" not in report
 
 def test_infer_runs_on_a_real_spectrum(shared_data, grid, tmp_path, capsys):
     """`sfhkit infer` end to end on a shared SDSS file with its FIREFLY fit (tiny sampler settings)."""

@@ -46,7 +46,7 @@ def test_the_profiled_chi2_and_its_gauss_newton_system_against_pixel_space(mock)
     direct pixel-space computation: the best polynomial and chi^2, and the Schur complement of the
     joint Gauss-Newton normal matrix of (history coefficients, polynomial)."""
     obs, model = mock
-    like = SpectrumLikelihood(obs, model, Prior.default().transform, calibration_degree=3)
+    like = SpectrumLikelihood(obs, model, Prior.default().transform, calibration_degree=3, rank=None)   # all of the basis
     history = torch.as_tensor(example_history().numpy()[None] * [[1.3], [1.0]], dtype=torch.float32)
     c = model.coefficient_jacobian(history, like.table)[0].double()
     galaxy = torch.zeros(1, dtype=torch.long)
@@ -72,6 +72,24 @@ def test_the_profiled_chi2_and_its_gauss_newton_system_against_pixel_space(mock)
     with pytest.raises(ValueError, match="needs the default likelihood"):
         SpectrumLikelihood(obs, model, Prior.default().transform, kind="dps", calibration_degree=3)
 
+
+def test_the_likelihood_rank_keeps_the_leading_components_and_the_dust_term(mock):
+    """The Jacobian CLA at a lower rank (sfhkit.likelihood.LIKELIHOOD_RANK) is the compressed model
+    truncated: its first SVD components and the dust-emission term, exactly; None keeps them all."""
+    from sfhkit.likelihood import LIKELIHOOD_RANK
+
+    obs, model = mock
+    transform = Prior.default().transform
+    full = SpectrumLikelihood(obs, model, transform, rank=None)
+    default = SpectrumLikelihood(obs, model, transform)
+    assert full.rank == model.rank and default.rank == LIKELIHOOD_RANK < model.rank
+    keep = list(range(LIKELIHOOD_RANK)) + [model.rank]                      # the dust term is the last column
+    assert torch.equal(default.table, full.table[..., keep])
+    torch.testing.assert_close(default.normal_matrix, full.normal_matrix[:, keep][:, :, keep])
+    assert SpectrumLikelihood(obs, model, transform, rank=10_000).rank == model.rank
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="rank must be"):
+            SpectrumLikelihood(obs, model, transform, rank=bad)
 
 def test_a_calibration_error_leaks_into_the_history_without_the_polynomial_and_not_with_it(mock, grid):
     """A 10 % tilt and bow on a mock: fitted as it is, chi^2 looks fine but the mass-weighted age

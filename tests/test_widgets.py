@@ -83,9 +83,17 @@ def test_typed_ranges_are_checked():
 
 
 def test_sampling_fills_the_posterior_and_zoom_panels(explorer, tmp_path):
+    from sfhkit.sampler import FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS
+
     s = explorer.state
+    shown = []
+    s.observe(lambda change: shown.append(change["new"]), names="posterior")
     explorer.sampler.start(wait=True)
     assert explorer.sampler.error is None, explorer.sampler.message.value
+    # a first look of a few coarse draws lands before the full run, which replaces it
+    assert [(p.config["n"], p.config["steps"]) for p in shown] == [(FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS),
+                                                                     (SMALL_SAMPLER["n"], SMALL_SAMPLER["steps"])]
+    assert shown[0] is explorer.sampler.first_look and shown[1] is s.posterior
     assert s.posterior is not None and int(s.posterior.kept.sum()) == SMALL_SAMPLER["keep"]
     bands = explorer.posterior.bands["sfh"].data
     assert len(bands["x"]) == 128 and np.all(np.asarray(bands["lo95"]) <= np.asarray(bands["hi95"]))
@@ -124,6 +132,7 @@ def test_sampler_errors_and_cancel_are_shown_in_the_panel(explorer):
     while sampler.progress.value == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sampler.task.running and sampler.progress.value > 0 and "left" in sampler.eta.value
+    assert explorer.state.posterior is sampler.first_look and sampler.first_look.config["steps"] < 100000
     # the other controls stay live while the sampler works in its thread
     before = np.asarray(explorer.model.model.data["y"]).copy()
     explorer.model.av.value = 1.0
@@ -131,7 +140,7 @@ def test_sampler_errors_and_cancel_are_shown_in_the_panel(explorer):
     sampler.cancel()
     sampler.task.join(120)
     assert not sampler.task.running and "cancelled" in sampler.message.value
-    assert explorer.state.posterior is previous and not sampler.start_button.disabled
+    assert explorer.state.posterior is previous and not sampler.start_button.disabled   # the first look went too
     sampler.steps.value, explorer.model.av.value = SMALL_SAMPLER["steps"], 0.2
 
 

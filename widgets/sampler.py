@@ -8,7 +8,13 @@ degree, and A_V inferred through the polynomial's shape (sfhkit.attenuation) whe
 has no catalogue A_V, and sigma_v inferred with the history (sfhkit.dispersion) where it has no
 catalogue sigma_v but a known instrumental resolution.  With "infer A_V" the fit starts from A_V = 0
 whatever the slider says (a short first pass, then the full fit at its A_V), with "infer sigma_v" from no sigma_v; the sliders move to the inferred
-medians when the posterior lands.  Mocks get neither."""
+medians when the posterior lands.  Mocks get neither.
+
+A first look lands within seconds: a coarse posterior of a few draws at a few steps
+(sfhkit.sampler.FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS; with "infer A_V", its A_V inferred too) is
+shown while the full run goes on, and replaced by it.  A cancelled or failed run puts back the
+posterior shown before Start.  With "infer sigma_v" there is no first look: the instrument-only model
+it would use has no stellar broadening."""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from sfhkit import SamplingCancelled, sample_posterior
 from sfhkit.attenuation import first_pass_av, infer_av, should_infer_av
 from sfhkit.dispersion import sample_with_vdisp, should_infer_vdisp
 from sfhkit.fluxcal import default_degree
+from sfhkit.sampler import DEFAULT_STEPS, FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS
 
 from ._common import BackgroundTask, error_html
 from .state import ExplorerState
@@ -34,7 +41,7 @@ def available_devices() -> list[str]:
 
 
 class SamplerPanel(w.VBox):
-    def __init__(self, state: ExplorerState | None = None, *, n: int = 120, keep: int | None = None, steps: int = 250,
+    def __init__(self, state: ExplorerState | None = None, *, n: int = 120, keep: int | None = None, steps: int = DEFAULT_STEPS,
                  seed: int = 0):
         self.state = state if state is not None else ExplorerState()
         self.n = w.BoundedIntText(value=n, min=2, max=100000, description="draws")
@@ -56,6 +63,8 @@ class SamplerPanel(w.VBox):
         self.message = w.HTML("")
         self.error = None                  # the last exception, also shown in `message`
         self.task = None
+        self.first_look = None             # the coarse posterior of the last run, shown until the full one lands
+        self._before_start = None          # the posterior shown before Start, put back if the run stops
         self._cancel = threading.Event()
         self._models = {}                  # (galaxy label, z, line spread) -> ForwardModel: a build takes seconds
         self.start_button.on_click(lambda _: self.start())
@@ -110,6 +119,8 @@ class SamplerPanel(w.VBox):
                 left = (now - started) / step * (steps - step)
                 self.eta.value = f"{step}/{steps} steps, {left:.0f} s left"
 
+        if not inferring_vdisp and (settings["steps"] > FIRST_LOOK_STEPS or settings["n"] > FIRST_LOOK_DRAWS):
+            self._show_first_look(observation, prior, model, settings, inferring_av)
         if inferring_av and not inferring_vdisp:   # the full fit runs at the A_V of a short first pass
             self.message.value = "A_V: a short first pass ..."
             observation = first_pass_av(observation, prior, model, n=settings["n"], steps=settings["steps"],
@@ -126,6 +137,24 @@ class SamplerPanel(w.VBox):
             posterior = sample_posterior(observation, prior, model, callback=progress, cancel=self._cancel,
                                          progress=False, **settings)
         return infer_av(posterior, seed=settings["seed"]) if inferring_av else posterior
+
+    def _show_first_look(self, observation, prior, model, settings, inferring_av: bool) -> None:
+        """A coarse posterior (FIRST_LOOK_DRAWS draws, FIRST_LOOK_STEPS steps, all kept) into the state."""
+        self.message.value = "first look ..."
+        look = sample_posterior(observation, prior, model, n=FIRST_LOOK_DRAWS, steps=FIRST_LOOK_STEPS,
+                                seed=settings["seed"], likelihood=settings["likelihood"],
+                                calibration_degree=settings["calibration_degree"], cancel=self._cancel, progress=False)
+        self.first_look = infer_av(look, seed=settings["seed"]) if inferring_av else look
+        self._show(self.first_look)
+        self.state.status = (f"first look: {FIRST_LOOK_DRAWS} draws at {FIRST_LOOK_STEPS} steps "
+                             f"({look.config['seconds']:.1f} s); the full run goes on")
+        self.message.value = self.state.status
+
+    def _show(self, posterior) -> None:
+        """The posterior into the shared state; a galaxy without a true history then shows the median's model."""
+        self.state.posterior = posterior
+        if self.state.history_kind == "truth" and self.state.galaxy.true_history is None:
+            self.state.history_kind = "median"
 
     def start(self, wait: bool = False) -> None:
         """Sample the posterior of the state's observation as the controls set it."""
@@ -152,6 +181,7 @@ class SamplerPanel(w.VBox):
                         calibration_degree=self.calibration_degree.value, infer_av=self.infer_av.value,
                         infer_vdisp=self.infer_vdisp.value)
         self._cancel.clear()
+        self.first_look, self._before_start = None, self.state.posterior
         self.start_button.disabled, self.cancel_button.disabled = True, False
         self.progress.value, self.eta.value = 0, ""
         self.task = BackgroundTask(lambda: self._run(observation, settings), self._done, self._failed).start()
@@ -171,9 +201,7 @@ class SamplerPanel(w.VBox):
             kept_vdisp = posterior.vdisp_kms[posterior.kept]
             self.state.velocity_dispersion_kms = float(np.median(kept_vdisp))
             av_text += f"; sigma_v inferred {kept_vdisp.mean():.0f} +- {kept_vdisp.std():.0f} km/s"
-        self.state.posterior = posterior
-        if self.state.history_kind == "truth" and self.state.galaxy.true_history is None:
-            self.state.history_kind = "median"
+        self._show(posterior)
         self.message.value = (f"done in {posterior.config['seconds']:.1f} s: {int(posterior.kept.sum())} draws kept, "
                               f"median chi^2 per pixel {posterior.median_chi2_per_pixel():.2f}{av_text}")
         self.state.status = "posterior ready"
@@ -181,6 +209,8 @@ class SamplerPanel(w.VBox):
 
     def _failed(self, err) -> None:
         self.error = err
+        if self.first_look is not None and self.state.posterior is self.first_look:
+            self.state.posterior = self._before_start      # the run stopped: its first look goes too
         if isinstance(err, SamplingCancelled):
             self.message.value = f"cancelled ({err}); the previous posterior is kept"
         else:
