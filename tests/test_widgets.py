@@ -144,6 +144,26 @@ def test_sampler_errors_and_cancel_are_shown_in_the_panel(explorer):
     sampler.steps.value, explorer.model.av.value = SMALL_SAMPLER["steps"], 0.2
 
 
+def test_start_waits_for_the_galaxy_to_load(explorer):
+    """Start is disabled with no galaxy and while one loads (a click then used to fail with 'no
+    galaxy loaded yet'); the picker says when it is loading."""
+    from sfhkit.widgets import GalaxyPicker, SamplerPanel
+
+    alone = ExplorerState(grid=explorer.state.ssp_grid())
+    assert SamplerPanel(alone).start_button.disabled                               # nothing loaded yet
+    loading = []
+    alone.observe(lambda change: loading.append(change["new"]), names="loading")
+    GalaxyPicker(alone).load(wait=True)
+    assert loading == [True, False] and alone.galaxy is not None
+    state, sampler = explorer.state, explorer.sampler
+    assert not sampler.start_button.disabled
+    posterior, state.loading = state.posterior, True
+    assert sampler.start_button.disabled
+    sampler.start()
+    assert "loading" in sampler.message.value and state.posterior is posterior and not sampler._sampling
+    state.loading = False
+    assert not sampler.start_button.disabled
+
 def test_panels_without_a_galaxy_say_so():
     state = ExplorerState()
     panel = ModelPanel(state)

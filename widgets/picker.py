@@ -93,7 +93,7 @@ class GalaxyPicker(w.VBox):
         """Load what the form says; `wait=True` blocks until done (for scripts and tests)."""
         if self.task is not None and self.task.running:
             return
-        self.load_button.disabled = True
+        self.load_button.disabled, self.state.loading = True, True
         self.message.value = "loading (the first load reads the SSP grid, about 15 s) ..."
         self.task = BackgroundTask(self._read, self._loaded, self._failed).start()
         if wait:
@@ -115,10 +115,10 @@ class GalaxyPicker(w.VBox):
                               + (", FIREFLY fit found" if galaxy.firefly is not None else "")
                               + f"; SSPs: {self.state.ssp_grid().library}")
         self.state.status = f"loaded {galaxy.label}"
-        self.load_button.disabled = False
+        self.load_button.disabled, self.state.loading = False, False
 
     def _failed(self, err) -> None:
         self.message.value = error_html(f"{type(err).__name__}: {err}")
         self.state.status = f"loading failed: {err}"
-        self.load_button.disabled = False
+        self.load_button.disabled, self.state.loading = False, False
 

@@ -13,7 +13,8 @@ medians when the posterior lands.  Mocks get neither.
 A first look lands within seconds: a coarse posterior of a few draws at a few steps
 (sfhkit.sampler.FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS; with "infer A_V", its A_V inferred too) is
 shown while the full run goes on, and replaced by it.  A cancelled or failed run puts back the
-posterior shown before Start.  With "infer sigma_v" there is no first look: the instrument-only model
+posterior shown before Start.  Start is disabled until a galaxy is loaded and while one loads
+(a click then would sample the galaxy before).  With "infer sigma_v" there is no first look: the instrument-only model
 it would use has no stellar broadening."""
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class SamplerPanel(w.VBox):
         self.message = w.HTML("")
         self.error = None                  # the last exception, also shown in `message`
         self.task = None
+        self._sampling = False             # from Start until the run ends (its callbacks run in its thread)
         self.first_look = None             # the coarse posterior of the last run, shown until the full one lands
         self._before_start = None          # the posterior shown before Start, put back if the run stops
         self._cancel = threading.Event()
@@ -72,6 +74,8 @@ class SamplerPanel(w.VBox):
         self.likelihood.observe(lambda _: self.set_real_spectrum_defaults(), names="value")
         self.set_real_spectrum_defaults()
         self.cancel_button.on_click(lambda _: self.cancel())
+        self.state.observe(lambda _: self._enable_start(), names=["galaxy", "loading"])
+        self._enable_start()
         super().__init__([w.HTML("<h3>Sampler</h3>"), w.HBox([self.n, self.keep, self.steps]),
                           w.HBox([self.likelihood, self.device, self.seed]),
                           w.HBox([self.calibration_degree, self.infer_av, self.infer_vdisp]),
@@ -156,9 +160,15 @@ class SamplerPanel(w.VBox):
         if self.state.history_kind == "truth" and self.state.galaxy.true_history is None:
             self.state.history_kind = "median"
 
+    def _enable_start(self) -> None:
+        self.start_button.disabled = self._sampling or self.state.loading or self.state.galaxy is None
+
     def start(self, wait: bool = False) -> None:
         """Sample the posterior of the state's observation as the controls set it."""
-        if self.task is not None and self.task.running:
+        if self._sampling:
+            return
+        if self.state.loading:
+            self.message.value = "a galaxy is loading: Start samples it once it is in"
             return
         self.error = None
         try:
@@ -182,7 +192,8 @@ class SamplerPanel(w.VBox):
                         infer_vdisp=self.infer_vdisp.value)
         self._cancel.clear()
         self.first_look, self._before_start = None, self.state.posterior
-        self.start_button.disabled, self.cancel_button.disabled = True, False
+        self._sampling, self.cancel_button.disabled = True, False
+        self._enable_start()
         self.progress.value, self.eta.value = 0, ""
         self.task = BackgroundTask(lambda: self._run(observation, settings), self._done, self._failed).start()
         if wait:
@@ -205,7 +216,8 @@ class SamplerPanel(w.VBox):
         self.message.value = (f"done in {posterior.config['seconds']:.1f} s: {int(posterior.kept.sum())} draws kept, "
                               f"median chi^2 per pixel {posterior.median_chi2_per_pixel():.2f}{av_text}")
         self.state.status = "posterior ready"
-        self.start_button.disabled, self.cancel_button.disabled = False, True
+        self._sampling, self.cancel_button.disabled = False, True
+        self._enable_start()
 
     def _failed(self, err) -> None:
         self.error = err
@@ -216,4 +228,5 @@ class SamplerPanel(w.VBox):
         else:
             self.message.value = error_html(f"{type(err).__name__}: {err}")
         self.state.status = f"sampling stopped: {err}"
-        self.start_button.disabled, self.cancel_button.disabled = False, True
+        self._sampling, self.cancel_button.disabled = False, True
+        self._enable_start()

@@ -30,6 +30,7 @@ class ExplorerState(traitlets.HasTraits):
     history_kind = traitlets.Unicode("truth")              # what the model panel shows: truth | median | draw
     selected_draw = traitlets.Int(-1)                      # index into the posterior's kept draws, -1 = none
     status = traitlets.Unicode("")                         # one line for the user
+    loading = traitlets.Bool(False)                        # the picker is reading a galaxy (in the background)
 
     def __init__(self, grid=None, prior=None, **kwargs):
         super().__init__(**kwargs)
