@@ -174,7 +174,8 @@ def main_prior(args) -> int:
 
 
 def bench_posterior(*, n: int = 100, keep: int | None = None, steps: int | None = None, index: int = 2122,
-                    batch_galaxies: int = 4, device: str = "cpu", seed: int = 0, levers: bool = False) -> dict:
+                    batch_galaxies: int = 4, device: str = "cpu", seed: int = 0, levers: bool = False,
+                    spectrum=None) -> dict:
     """Wall time of `sample_posterior` for `keep` kept draws (of n; all by default: the goal's 100
     kept draws) of one mock SDSS-like spectrum (3800 pixels, z 0.05, A_V 0.2, SNR 50) with the
     default prior, the explorer's first look (FIRST_LOOK_DRAWS draws at FIRST_LOOK_STEPS steps),
@@ -182,7 +183,11 @@ def bench_posterior(*, n: int = 100, keep: int | None = None, steps: int | None 
     same galaxy also at the previous defaults (LEVER_BASELINE: 250 steps, every SVD component in the
     likelihood) and with each speed lever alone, in this one run, so that their ratios compare.
     The forward model is built (and the SSP grid loaded) before the clock starts; the time includes
-    the likelihood's per-observation setup."""
+    the likelihood's per-observation setup.  With `spectrum` (a file `sfhkit.read_observation`
+    reads), the first look of a real spectrum as the explorer makes it: its forward model's build
+    (which the explorer starts when the galaxy loads) and the first look with the real-spectrum
+    settings (emission-line and sky masks, the flux-calibration polynomial, A_V inferred where the
+    file has no catalogue value)."""
     from .data import load_histories
     from .forward import ForwardModel
     from .likelihood import LIKELIHOOD_RANK
@@ -223,6 +228,8 @@ def bench_posterior(*, n: int = 100, keep: int | None = None, steps: int | None 
               "galaxies_per_hour_batched": round(3600 * batch_galaxies / batch_s, 1),
               "device": device, "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
               "sfhkit": __version__}
+    if spectrum is not None:
+        result["first_look_real_spectrum"] = _first_look_real(spectrum, grid, prior, seed)
     if levers:
         baseline = dict(LEVER_BASELINE)
         settings = {"baseline (250 steps, every SVD component)": baseline,
@@ -243,6 +250,36 @@ def bench_posterior(*, n: int = 100, keep: int | None = None, steps: int | None 
 
 
 LEVER_BASELINE = {"steps": 250, "likelihood_rank": None}     # the defaults before issue 19
+
+
+def _first_look_real(path, grid, prior, seed: int) -> dict:
+    """Seconds to build a real spectrum's forward model and to sample its first look (see
+    `bench_posterior`)."""
+    from dataclasses import replace
+
+    from .attenuation import infer_av, should_infer_av
+    from .fluxcal import default_degree
+    from .galaxies import spectrum_galaxy
+    from .lines import apply_masks
+    from .sampler import FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS, sample_posterior
+
+    observation = apply_masks(spectrum_galaxy(path).observation, lines=True, sky=True)
+    degree = default_degree("cla")
+    inferring_av = should_infer_av(observation, degree)
+    if inferring_av:
+        observation = replace(observation, av=0.0, metadata=dict(observation.metadata))
+    start = time.perf_counter()
+    model = observation.forward_model(grid, device=prior.device)
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    look = sample_posterior(observation, prior, model, n=FIRST_LOOK_DRAWS, steps=FIRST_LOOK_STEPS, seed=seed,
+                            calibration_degree=degree, progress=False)
+    if inferring_av:
+        look = infer_av(look, seed=seed)
+    look_s = time.perf_counter() - start
+    return {"file": str(path), "pixels": int(observation.n_used), "model_build_seconds": round(build_s, 2),
+            "first_look_seconds": round(look_s, 2), "infers_av": inferring_av, "calibration_degree": degree,
+            "median_chi2_per_pixel": round(look.median_chi2_per_pixel(), 3)}
 
 
 def rank_chi2_error(grid, histories, *, ranks=(32, 64, 96, 128), snr: float = 50.0) -> dict:
@@ -271,7 +308,8 @@ def rank_chi2_error(grid, histories, *, ranks=(32, 64, 96, 128), snr: float = 50
 
 def main_posterior(args) -> int:
     print(json.dumps(bench_posterior(n=args.n, keep=args.keep, steps=args.steps, batch_galaxies=args.batch_galaxies,
-                                     device=args.device, seed=args.seed, levers=args.levers), indent=1))
+                                     device=args.device, seed=args.seed, levers=args.levers,
+                                     spectrum=args.spectrum), indent=1))
     return 0
 
 

@@ -617,6 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--batch-galaxies", type=int, default=4, help="mocks sampled together for the throughput figure")
     bp.add_argument("--levers", action="store_true",
                     help="also time the previous defaults and each speed lever alone, in this run")
+    bp.add_argument("--spectrum", default=None,
+                    help="also time a real spectrum's first look as the explorer makes it (model build, sampling)")
     bp.add_argument("--seed", type=int, default=0)
     bp.add_argument("--device", default="cpu")
     bp.set_defaults(func=main_posterior)

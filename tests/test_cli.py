@@ -144,6 +144,14 @@ def test_calibrate_and_bench_posterior_run_with_small_settings(grid, tmp_path, c
 
 
 
+def test_bench_posterior_times_a_real_spectrums_first_look(shared_data, grid, capsys):
+    spectrum = shared_data / "sdss" / "spec-0266-51602-0001.fits"
+    assert main(["bench", "posterior", "--n", "3", "--steps", "3", "--batch-galaxies", "1",
+                 "--spectrum", str(spectrum)]) == 0
+    look = json.loads(capsys.readouterr().out)["first_look_real_spectrum"]
+    assert look["model_build_seconds"] > 0 and look["first_look_seconds"] > 0 and look["calibration_degree"] == 8
+    assert look["pixels"] > 1000 and look["median_chi2_per_pixel"] > 0
+
 def test_bench_gpu_runs_on_the_cpu(grid, tmp_path, capsys):
     """`sfhkit bench gpu` (issue 19 item 4) is known to work before a GPU is lent: on the CPU with
     small sizes it measures every batch size, the CPU reference and the ratio, and skips a batch

@@ -227,6 +227,11 @@ def test_real_spectrum_gets_the_polynomial_and_inferred_av_as_the_cli_does(share
     assert ex.state.galaxy is not None, ex.picker.message.value
     sampler = ex.sampler
     assert sampler.calibration_degree.value == DEFAULT_DEGREE and sampler.infer_av.value
+    # the model the fit needs is built in the background as the galaxy loads, so Start need not wait
+    sampler.prefetch.join(120)
+    assert len(sampler._models) == 1
+    line_spread = ex.state.fit_observation().line_spread()
+    assert repr(next(iter(sampler._models.values())).line_spread) == repr(line_spread)
     sampler.likelihood.value = "dps"                            # only the default likelihood profiles it
     assert sampler.calibration_degree.value == 0 and not sampler.infer_av.value
     sampler.likelihood.value = "cla"
@@ -234,6 +239,7 @@ def test_real_spectrum_gets_the_polynomial_and_inferred_av_as_the_cli_does(share
     ex.model.av.value = 0.7             # ignored: the fit starts from A_V = 0, then runs at the first pass's
     sampler.start(wait=True)
     assert sampler.error is None, sampler.message.value
+    assert len(sampler._models) == 1                            # the prefetched model, not a second build
     posterior = ex.state.posterior
     fit_av = posterior.observation.av
     assert fit_av == posterior.observation.metadata["av_first_pass_mag"] == posterior.config["av_inference"]["fit_av_mag"]

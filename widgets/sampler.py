@@ -14,7 +14,9 @@ A first look lands within seconds: a coarse posterior of a few draws at a few st
 (sfhkit.sampler.FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS; with "infer A_V", its A_V inferred too) is
 shown while the full run goes on, and replaced by it.  A cancelled or failed run puts back the
 posterior shown before Start.  Start is disabled until a galaxy is loaded and while one loads
-(a click then would sample the galaxy before).  With "infer sigma_v" there is no first look: the instrument-only model
+(a click then would sample the galaxy before).  The forward model a fit needs (3-8 s to build for
+a real spectrum) is built in the background as soon as a galaxy is in, so that Start does not
+wait for it unless the redshift or sigma_v changed since.  With "infer sigma_v" there is no first look: the instrument-only model
 it would use has no stellar broadening."""
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ class SamplerPanel(w.VBox):
         self._before_start = None          # the posterior shown before Start, put back if the run stops
         self._cancel = threading.Event()
         self._models = {}                  # (galaxy label, z, line spread) -> ForwardModel: a build takes seconds
+        self._models_lock = threading.Lock()   # the prefetch and a run may ask for the same model
+        self.prefetch = None               # the background build of the loaded galaxy's model
         self.start_button.on_click(lambda _: self.start())
         self.state.observe(lambda _: self.set_real_spectrum_defaults(), names="galaxy")
+        self.state.observe(lambda _: self._prefetch_model(), names="galaxy")
         self.likelihood.observe(lambda _: self.set_real_spectrum_defaults(), names="value")
         self.set_real_spectrum_defaults()
         self.cancel_button.on_click(lambda _: self.cancel())
@@ -92,17 +97,40 @@ class SamplerPanel(w.VBox):
         self.infer_av.value = should_infer_av(observation, self.calibration_degree.value)
         self.infer_vdisp.value = real and should_infer_vdisp(observation)
 
-    def _forward_model(self, observation, device):
+    def _prefetch_model(self) -> None:
+        """Build the model a fit of the newly loaded galaxy needs, in the background (errors are
+        left for Start to report)."""
+        if self.state.galaxy is None:
+            return
+        try:
+            observation = self.state.fit_observation()
+        except ValueError:
+            return
+        if self.infer_vdisp.value:
+            observation = replace(observation, velocity_dispersion_kms=None, metadata=dict(observation.metadata))
+        device = self.device.value
+
+        def build():
+            return self._forward_model(observation, self.state.prior(device).device, quiet=True)
+
+        self.prefetch = BackgroundTask(build, lambda _: None, lambda _: None).start()
+
+    def _forward_model(self, observation, device, quiet: bool = False):
         galaxy = self.state.galaxy
         line_spread = observation.line_spread()
         key = (galaxy.label, observation.redshift, repr(line_spread), str(device), self.state.ssp)
+        with self._models_lock:
+            return self._build_model(key, galaxy, observation, line_spread, device, quiet)
+
+    def _build_model(self, key, galaxy, observation, line_spread, device, quiet):
         if key not in self._models:
             mock_model = galaxy.forward_model
             if (mock_model is not None and line_spread is None and mock_model.redshift == observation.redshift
                     and str(mock_model.device_) == str(torch.device(device))):
                 self._models[key] = mock_model          # the model the mock was made with
             else:
-                self.message.value = "building the forward model at this redshift and line spread ..."
+                if not quiet:
+                    self.message.value = "building the forward model at this redshift and line spread ..."
                 self._models[key] = observation.forward_model(self.state.ssp_grid(), device=device)
         return self._models[key]
 
