@@ -13,11 +13,13 @@ medians when the posterior lands.  Mocks get neither.
 A first look lands within seconds: a coarse posterior of a few draws at a few steps
 (sfhkit.sampler.FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS; with "infer A_V", its A_V inferred too) is
 shown while the full run goes on, and replaced by it.  A cancelled or failed run puts back the
-posterior shown before Start.  Start is disabled until a galaxy is loaded and while one loads
-(a click then would sample the galaxy before).  The forward model a fit needs (3-8 s to build for
-a real spectrum) is built in the background as soon as a galaxy is in, so that Start does not
-wait for it unless the redshift or sigma_v changed since.  With "infer sigma_v" there is no first look: the instrument-only model
-it would use has no stellar broadening."""
+posterior shown before Start.  With "infer sigma_v" there is no first look: the instrument-only
+model it would use has no stellar broadening.
+
+Start is disabled until a galaxy is loaded and while one loads (a click then would sample the
+galaxy before).  The forward model a fit needs (3-8 s to build for a real spectrum) is built in
+the background as soon as a galaxy is in, so that Start does not wait for it unless the redshift
+or sigma_v changed since."""
 
 from __future__ import annotations
 
