@@ -193,7 +193,7 @@ def bench_posterior(*, n: int = 100, keep: int | None = None, steps: int | None 
     from .likelihood import LIKELIHOOD_RANK
     from .observation import mock_observation, sdss_wavelength
     from .prior import Prior
-    from .sampler import DEFAULT_STEPS, FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS, sample_posterior
+    from .sampler import DEFAULT_STEPS, FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS, first_look, sample_posterior
     from .ssp import SSPGrid
 
     steps = steps or DEFAULT_STEPS
@@ -210,7 +210,9 @@ def bench_posterior(*, n: int = 100, keep: int | None = None, steps: int | None 
         return time.perf_counter() - start, posterior
 
     single_s, posterior = timed(n=n, keep=keep, steps=steps)
-    first_look_s, _ = timed(n=FIRST_LOOK_DRAWS, steps=FIRST_LOOK_STEPS)
+    start = time.perf_counter()
+    first_look(mock, prior, model, seed=seed)
+    first_look_s = time.perf_counter() - start
     mocks = [mock_observation(test[i], model, snr=50, seed=seed) for i in range(batch_galaxies)]
     start = time.perf_counter()
     sample_posterior(mocks, prior, model, n=n, keep=keep, steps=steps, seed=seed, progress=False)
@@ -261,7 +263,7 @@ def _first_look_real(path, grid, prior, seed: int) -> dict:
     from .fluxcal import default_degree
     from .galaxies import spectrum_galaxy
     from .lines import apply_masks
-    from .sampler import FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS, sample_posterior
+    from .sampler import first_look
 
     observation = apply_masks(spectrum_galaxy(path).observation, lines=True, sky=True)
     degree = default_degree("cla")
@@ -272,8 +274,7 @@ def _first_look_real(path, grid, prior, seed: int) -> dict:
     model = observation.forward_model(grid, device=prior.device)
     build_s = time.perf_counter() - start
     start = time.perf_counter()
-    look = sample_posterior(observation, prior, model, n=FIRST_LOOK_DRAWS, steps=FIRST_LOOK_STEPS, seed=seed,
-                            calibration_degree=degree, progress=False)
+    look = first_look(observation, prior, model, seed=seed, calibration_degree=degree)
     if inferring_av:
         look = infer_av(look, seed=seed)
     look_s = time.perf_counter() - start
@@ -487,8 +488,8 @@ def bench_gpu(*, device: str = "cuda", batch_sizes=GPU_BATCH_SIZES, n: int = 120
     each, every draw kept), for SDSS-like mocks of one test-set history (`index`, the demo's galaxy;
     3800 pixels, z 0.05, A_V 0.2, S/N 50) with independent noise, so that batch sizes compare
     (galaxies differ in cost: a faint one takes more Gauss-Newton steps), and one of them on the
-    CPU in the same run for the ratio.  Forward models, mocks and a warm-up
-    are made before any clock starts.  A batch size whose time, projected from the last one at the
+    CPU in the same run for the ratio.  Forward models, mocks and a warm-up are made before any
+    clock starts.  A batch size whose time, projected from the last one at the
     same time per galaxy (batching only lowers it), would end past `max_seconds` since the start
     is skipped and says so, so that the command ends within a short device lease."""
     from .data import load_histories

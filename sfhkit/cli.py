@@ -647,8 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     bb.set_defaults(func=main_batch)
     bg = bench_sub.add_parser("gpu", help="galaxies per hour, seconds per posterior and peak memory at batch sizes "
                                           "1-256 on a GPU, with the same run's CPU figure (under 5 min)",
-                              description="Batched posterior sampling of SDSS-like test-set mocks on DEVICE at each "
-                                          "batch size, and one galaxy on the CPU for the ratio; prints JSON. Batch "
+                              description="Batched posterior sampling of SDSS-like mocks of one test-set galaxy "
+                                          "(independent noise) on DEVICE at each batch size, and one on the CPU for "
+                                          "the ratio; prints JSON. Batch "
                                           "sizes projected to end after --max-seconds are skipped and say so.")
     bg.add_argument("--device", default="cuda", help="default cuda; --device cpu tests the benchmark without a GPU")
     bg.add_argument("--batch-sizes", type=int, nargs="+", default=list(GPU_BATCH_SIZES))

@@ -35,7 +35,7 @@ from sfhkit import SamplingCancelled, sample_posterior
 from sfhkit.attenuation import first_pass_av, infer_av, should_infer_av
 from sfhkit.dispersion import sample_with_vdisp, should_infer_vdisp
 from sfhkit.fluxcal import default_degree
-from sfhkit.sampler import DEFAULT_STEPS, FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS
+from sfhkit.sampler import DEFAULT_STEPS, FIRST_LOOK_DRAWS, FIRST_LOOK_STEPS, first_look
 
 from ._common import BackgroundTask, error_html
 from .state import ExplorerState
@@ -175,9 +175,8 @@ class SamplerPanel(w.VBox):
     def _show_first_look(self, observation, prior, model, settings, inferring_av: bool) -> None:
         """A coarse posterior (FIRST_LOOK_DRAWS draws, FIRST_LOOK_STEPS steps, all kept) into the state."""
         self.message.value = "first look ..."
-        look = sample_posterior(observation, prior, model, n=FIRST_LOOK_DRAWS, steps=FIRST_LOOK_STEPS,
-                                seed=settings["seed"], likelihood=settings["likelihood"],
-                                calibration_degree=settings["calibration_degree"], cancel=self._cancel, progress=False)
+        look = first_look(observation, prior, model, seed=settings["seed"], likelihood=settings["likelihood"],
+                          calibration_degree=settings["calibration_degree"], cancel=self._cancel)
         self.first_look = infer_av(look, seed=settings["seed"]) if inferring_av else look
         self._show(self.first_look)
         self.state.status = (f"first look: {FIRST_LOOK_DRAWS} draws at {FIRST_LOOK_STEPS} steps "
